@@ -1,0 +1,39 @@
+"""Shared command-line plumbing for the entry points in ``neurosel.bin``: common flags, logging,
+and turning ``NeuroselError`` into a one-line message with a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Callable
+
+from neurosel.errors import NeuroselError
+
+
+def config_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config``, ``--overlay`` and repeated ``--set key=value``."""
+    parser.add_argument("--config", help="stage config YAML")
+    parser.add_argument("--overlay", help="overlay YAML whose section for this stage wins over --config")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value (dotted keys for nested values)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
+    """Call ``main`` and exit: 0 on success, 1 with ``prog: error: message`` on ``NeuroselError``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        code = main(argv)
+    except NeuroselError as e:
+        print(f"{_prog()}: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def _prog() -> str:
+    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "neurosel"

@@ -1,0 +1,72 @@
+"""Atomic file writing: every artifact appears under its final name only when complete.
+
+A writer gets a temporary path in the same directory (so ``os.replace`` is atomic on POSIX) and
+the file is renamed into place only if the block finishes without an exception; otherwise the
+temporary file is removed and any earlier artifact under the final name is left untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it to ``path`` on success.
+
+    The temporary name keeps the suffix of ``path`` so that libraries that pick a format by
+    extension (Lhotse manifests ``.jsonl.gz``, matplotlib ``.png``) behave as for the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented, key-sorted JSON to ``path`` atomically."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to ``path`` atomically (a killed save never leaves a truncated file)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def torch_load(path: str | Path) -> Any:
+    """Load a checkpoint or statistics file without executing code (``weights_only=True``).
+
+    Raises ``NeuroselError`` naming the file when it is missing, truncated or not a torch file.
+    """
+    from neurosel.errors import NeuroselError
+
+    path = Path(path)
+    if not path.is_file():
+        raise NeuroselError(f"{path}: no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated/corrupt files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise NeuroselError(f"{path}: cannot load checkpoint ({first})") from e

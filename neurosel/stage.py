@@ -1,0 +1,58 @@
+"""Stage markers: a ``.done`` file per stage output folder holding a hash of the stage's resolved
+config and inputs. A rerun skips a stage whose hash matches and redoes one whose hash changed.
+
+Inputs are hashed by content for small files and by (size, mtime_ns) for large ones, so that a
+changed input on disk is detected without reading gigabytes of features each time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from neurosel.io import write_json
+
+MARKER = ".done"
+_CONTENT_HASH_LIMIT = 8 << 20
+
+
+def fingerprint(config: Any, inputs: Iterable[str | Path] = ()) -> str:
+    """SHA-256 over the JSON of ``config`` and the state of each input file or folder."""
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for p in sorted(Path(x) for x in inputs):
+        files = sorted(q for q in p.rglob("*") if q.is_file() and q.name != MARKER) if p.is_dir() else [p]
+        for f in files:
+            h.update(str(f).encode())
+            if not f.exists():
+                h.update(b"<missing>")
+            elif f.stat().st_size <= _CONTENT_HASH_LIMIT:
+                h.update(hashlib.sha256(f.read_bytes()).digest())
+            else:
+                st = f.stat()
+                h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def status(out_dir: str | Path, digest: str) -> str:
+    """``"done"`` if ``out_dir`` holds a marker with ``digest``; ``"stale"`` if it holds another
+    one; ``"new"`` if it holds none."""
+    marker = Path(out_dir) / MARKER
+    if not marker.is_file():
+        return "new"
+    try:
+        old = json.loads(marker.read_text())["hash"]
+    except (ValueError, KeyError):
+        return "stale"
+    return "done" if old == digest else "stale"
+
+
+def mark_done(out_dir: str | Path, digest: str, **info: Any) -> None:
+    """Write the marker last, after every artifact of the stage is in place."""
+    write_json(Path(out_dir) / MARKER, {"hash": digest, **info})
+
+
+def clear(out_dir: str | Path) -> None:
+    """Remove the marker before redoing a stage, so a killed redo is never taken as done."""
+    (Path(out_dir) / MARKER).unlink(missing_ok=True)
