@@ -21,6 +21,11 @@ def config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal, and never with ``--quiet``."""
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
     """Call ``main`` and exit: 0 on success, 1 with ``prog: error: message`` on ``NeuroselError``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from neurosel.io import write_json
+
+log = logging.getLogger("neurosel.stage")
 
 MARKER = ".done"
 _CONTENT_HASH_LIMIT = 8 << 20
@@ -56,3 +59,26 @@ def mark_done(out_dir: str | Path, digest: str, **info: Any) -> None:
 def clear(out_dir: str | Path) -> None:
     """Remove the marker before redoing a stage, so a killed redo is never taken as done."""
     (Path(out_dir) / MARKER).unlink(missing_ok=True)
+
+
+def run_once(name: str, out_dir: str | Path, config: Any, inputs: Iterable[str | Path],
+             work: Callable[[], None], force: bool = False) -> bool:
+    """Run ``work`` unless ``out_dir`` already holds a marker for this config and these inputs.
+
+    Says which: up to date (skipped), new, or changed since the last run (redone). The old marker
+    is removed before the work starts and the new one written after it ends, so a killed run is
+    redone next time. Returns True when the work ran.
+    """
+    inputs = list(inputs)
+    digest = fingerprint(config, inputs)
+    state = status(out_dir, digest)
+    if state == "done" and not force:
+        log.info("%s: up to date in %s, skipping (use --force to redo)", name, out_dir)
+        return False
+    reason = {"new": "running", "stale": "config or inputs changed since the last run, redoing",
+              "done": "--force given, redoing"}[state]
+    log.info("%s: %s -> %s", name, reason, out_dir)
+    clear(out_dir)
+    work()
+    mark_done(out_dir, digest, stage=name)
+    return True
