@@ -16,10 +16,10 @@ from neurosel.data.prepare import PrepareConfig, prepare, split_sources
 from neurosel.stage import run_once
 
 
-def _inputs(cfg: PrepareConfig) -> list[Path]:
+def _inputs(cfg: PrepareConfig, base_dir: Path) -> list[Path]:
     """The source dirs and every audio file they name, so regenerated audio redoes the stage."""
     files: list[Path] = []
-    for source in split_sources(cfg).values():
+    for source in split_sources(cfg, base_dir).values():
         for p in (source.kaldi_dir, source.recordings, source.supervisions):
             if p is not None:
                 files.append(Path(p))
@@ -34,16 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     config_args(parser)
     parser.add_argument("--nj", type=int, default=1, help="parallel jobs for audio validation")
     parser.add_argument("--force", action="store_true", help="redo even if up to date")
+    parser.add_argument("--base-dir", type=Path, default=Path("."),
+                        help="folder that relative paths in the config are relative to (the work dir)")
     parser.add_argument("data_dir", type=Path)
     args = parser.parse_args(argv)
     cfg = C.resolve(PrepareConfig, args.config, args.overlay, "prepare", args.overrides)
     out = args.data_dir / "manifests"
 
     def work() -> None:
-        prepare(cfg, args.data_dir, num_jobs=args.nj)
+        prepare(cfg, args.data_dir, num_jobs=args.nj, base_dir=args.base_dir)
         C.save(cfg, out / "prepare.yaml")
 
-    run_once("stage 0 (prepare)", out, C.to_dict(cfg), _inputs(cfg), work, force=args.force)
+    run_once("stage 0 (prepare)", out, C.to_dict(cfg), _inputs(cfg, args.base_dir), work, force=args.force)
     return 0
 
 

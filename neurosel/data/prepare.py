@@ -46,17 +46,26 @@ class PrepareConfig:
     splits: dict[str, SplitSource] = field(default_factory=dict)
 
 
-def split_sources(cfg: PrepareConfig) -> dict[str, SplitSource]:
-    """Resolve the configured splits: ``kaldi_root`` subfolders, then explicit ``splits``."""
+def split_sources(cfg: PrepareConfig, base_dir: str | Path = ".") -> dict[str, SplitSource]:
+    """Resolve the configured splits: ``kaldi_root`` subfolders, then explicit ``splits``.
+
+    Relative paths in the config are taken relative to ``base_dir`` (the recipe's work dir).
+    """
+    base = Path(base_dir)
+
+    def at(p: str | None) -> str | None:
+        return None if p is None else str(base / p)
+
     sources: dict[str, SplitSource] = {}
     if cfg.kaldi_root is not None:
-        root = Path(cfg.kaldi_root)
+        root = base / cfg.kaldi_root
         if not root.is_dir():
             raise NeuroselError(f"{root}: kaldi_root does not exist")
         for d in sorted(root.iterdir()):
             if (d / "wav.scp").is_file():
                 sources[d.name] = SplitSource(kaldi_dir=str(d))
-    sources.update(cfg.splits)
+    for name, src in cfg.splits.items():
+        sources[name] = SplitSource(at(src.kaldi_dir), at(src.recordings), at(src.supervisions))
     if not sources:
         raise NeuroselError("prepare config names no splits (set kaldi_root or splits)")
     for required in ("train", "dev"):
@@ -98,10 +107,10 @@ def load_split(name: str, source: SplitSource, cfg: PrepareConfig, num_jobs: int
     return cuts.trim_to_supervisions(keep_overlapping=False).to_eager()
 
 
-def prepare(cfg: PrepareConfig, out_dir: str | Path, num_jobs: int = 1) -> list[str]:
+def prepare(cfg: PrepareConfig, out_dir: str | Path, num_jobs: int = 1, base_dir: str | Path = ".") -> list[str]:
     """Run stage 0 for every split; return the split names. Each artifact is written atomically."""
     out = Path(out_dir)
-    sources = split_sources(cfg)
+    sources = split_sources(cfg, base_dir)
     for name, source in sources.items():
         cuts = load_split(name, source, cfg, num_jobs)
         recordings = RecordingSet.from_recordings(c.recording for c in cuts)

@@ -1,0 +1,18 @@
+# neurosel: `make test` installs what is missing and runs the whole test suite.
+.PHONY: setup test test-fast clean-venv
+
+# Set-up is idempotent and quick when nothing is missing.
+setup:
+	utils/setup_env.sh --with-slurm
+
+# pytest exits 5 when it collected no test; that must fail, as any other non-zero code does.
+test: setup
+	.venv/bin/python -m pytest tests -ra --durations=15; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
+
+# Everything but the slow end-to-end and cluster tests.
+test-fast: setup
+	.venv/bin/python -m pytest tests -m "not slow" -ra
+
+clean-venv:
+	rm -rf .venv

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# neurosel recipe driver. Reads as a table of contents: each numbered stage calls one step.
+#
+#   ./run.sh [--recipe synth] [--stage N] [--stop-stage M] [--workdir DIR] [--nj N]
+#            [--cmd "utils/slurm.pl ..."] [--seed N] [--corpus-size default|tiny] [--force true]
+#            [--quiet true]
+#
+# Stages (the same numbers for every recipe; outputs under the work dir, default egs/<recipe>,
+# or egs/<recipe>/<size> for a non-default --corpus-size):
+#   0 prepare   corpus/ (generated, synth only), data/manifests, data/kaldi
+#   1 features  data/fbank
+#   2 lang      data/lang
+#   3 train     exp/baseline
+#   4 decode    exp/decode/baseline/<test-set>
+#   5 saliency  exp/saliency/<reference-set>
+#   6 prune     exp/prune/<variant>, exp/decode/prune_*/
+#   7 adapt     exp/adapt/<variant>, exp/decode/adapt_*/
+#   8 report    exp/results.json, exp/RESULTS.md, exp/plots
+set -euo pipefail
+cd "$(dirname "$0")"
+
+recipe=synth
+stage=0
+stop_stage=100
+workdir=
+nj=2
+cmd=
+seed=42
+corpus_size=default
+force=false
+quiet=false
+help_message="Usage: $0 [options]   (see the header of $0 for the stage table)
+Options:
+  --recipe <name>        recipe under egs/ (default: $recipe)
+  --stage <n>            first stage to run (default: $stage)
+  --stop-stage <n>       last stage to run (default: all)
+  --workdir <dir>        where data/ and exp/ go (default: egs/<recipe>[/<size>])
+  --nj <n>               parallel jobs (default: $nj)
+  --cmd <launcher>       job launcher for every stage, overriding egs/<recipe>/cmd.sh
+  --seed <n>             random seed (default: $seed)
+  --corpus-size <size>   default, or a size with an overlay conf/<size>.yaml (e.g. tiny)
+  --force <bool>         redo stages even if up to date
+  --quiet <bool>         no progress bars"
+. utils/parse_options.sh
+[ $# -eq 0 ] || { echo "$help_message" >&2; exit 1; }
+
+log() { echo "$(date '+%F %T') run.sh: $*" >&2; }
+
+utils/setup_env.sh
+export PATH="$PWD/.venv/bin:$PATH"
+
+recipe_dir=egs/$recipe
+conf=$recipe_dir/conf
+[ -d "$conf" ] || { echo "$0: no recipe '$recipe' ($conf does not exist)" >&2; exit 1; }
+overlay=
+if [ "$corpus_size" != default ]; then
+  overlay=$conf/$corpus_size.yaml
+  [ -f "$overlay" ] || { echo "$0: --corpus-size $corpus_size needs $overlay" >&2; exit 1; }
+fi
+workdir=${workdir:-$recipe_dir$([ "$corpus_size" = default ] || echo "/$corpus_size")}
+mkdir -p "$workdir"
+data=$workdir/data
+exp=$workdir/exp
+
+. "$recipe_dir/cmd.sh"
+if [ -n "$cmd" ]; then train_cmd=$cmd; decode_cmd=$cmd; cpu_cmd=$cmd; fi
+opts="--overlay $overlay --force $force"
+[ -n "$overlay" ] || opts="--force $force"
+log "recipe $recipe, work dir $workdir, stages $stage..$stop_stage, seed $seed, nj $nj"
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  log "stage 0: prepare"
+  if [ -x "$recipe_dir/local/prepare_corpus.sh" ]; then
+    "$recipe_dir/local/prepare_corpus.sh" --conf "$conf" --overlay "$overlay" --seed "$seed" \
+      --nj "$nj" --quiet "$quiet" "$workdir"
+  fi
+  steps/prepare_data.sh $opts --cmd "$cpu_cmd" --nj "$nj" --config "$conf/prepare.yaml" \
+    --base-dir "$workdir" "$data"
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  log "stage 1: features"
+  steps/make_fbank.sh $opts --cmd "$cpu_cmd" --nj "$nj" --config "$conf/features.yaml" \
+    "$data" "$data/fbank"
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  log "stage 2: lang"
+  steps/prepare_lang.sh $opts --cmd "$cpu_cmd" --config "$conf/lang.yaml" \
+    "$data/kaldi/train/text" "$data/lang"
+fi
+
+log "done (stages $stage..$stop_stage)"
