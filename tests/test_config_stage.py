@@ -1,0 +1,102 @@
+"""Typed config loading and stage markers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from neurosel import config as C
+from neurosel.errors import NeuroselError
+from neurosel.io import atomic_path, write_text
+from neurosel.stage import fingerprint, run_once, status
+
+
+@dataclass
+class Inner:
+    width: int = 4
+    act: Literal["relu", "sigmoid"] = "relu"
+
+
+@dataclass
+class Outer:
+    lr: float = 1e-3
+    name: str = "x"
+    dims: list[int] = field(default_factory=lambda: [1, 2])
+    inner: Inner = field(default_factory=Inner)
+    extra: str | None = None
+
+
+def test_resolve_priority(tmp_path: Path) -> None:
+    base = tmp_path / "a.yaml"
+    base.write_text("lr: 0.1\ninner:\n  width: 8\n")
+    overlay = tmp_path / "tiny.yaml"
+    overlay.write_text("train:\n  inner:\n    act: sigmoid\n  dims: [3]\nother:\n  lr: 9\n")
+    cfg = C.resolve(Outer, base, overlay, "train", ["lr=2", "inner.width=16"])
+    assert cfg == Outer(lr=2.0, dims=[3], inner=Inner(width=16, act="sigmoid"))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("lrr: 1\n", "unknown key 'lrr'"),
+        ("inner:\n  widht: 1\n", "unknown key 'widht'"),
+        ("lr: fast\n", "lr: expected a number"),
+        ("dims: 3\n", "dims: expected a list"),
+        ("inner:\n  act: tanh\n", "'tanh' is not one of"),
+        ("inner:\n  width: 2.5\n", "expected an integer"),
+        ("- 1\n", "expected a mapping"),
+        ("lr: [1\n", "invalid YAML"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(NeuroselError) as e:
+        C.resolve(Outer, path)
+    assert message in str(e.value) and str(path) in str(e.value)
+
+
+def test_save_roundtrip(tmp_path: Path) -> None:
+    cfg = Outer(dims=[5], extra="y")
+    C.save(cfg, tmp_path / "r.yaml")
+    assert C.resolve(Outer, tmp_path / "r.yaml") == cfg
+
+
+def test_atomic_path_keeps_old_file_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    write_text(target, "old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_run_once_skips_and_redoes(tmp_path: Path) -> None:
+    inp = tmp_path / "in.txt"
+    inp.write_text("a")
+    out = tmp_path / "out"
+    calls: list[int] = []
+    work = lambda: calls.append(1)  # noqa: E731
+    assert run_once("s", out, {"k": 1}, [inp], work)
+    assert not run_once("s", out, {"k": 1}, [inp], work)
+    assert run_once("s", out, {"k": 2}, [inp], work)  # config changed
+    inp.write_text("b")
+    assert run_once("s", out, {"k": 2}, [inp], work)  # input changed
+    assert run_once("s", out, {"k": 2}, [inp], work, force=True)
+    assert len(calls) == 4
+
+
+def test_killed_work_leaves_no_marker(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+
+    def boom() -> None:
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        run_once("s", out, {}, [], boom)
+    assert status(out, fingerprint({}, [])) == "new"
