@@ -1,0 +1,345 @@
+"""Streaming per-neuron activation statistics of a model's FC layers (one pass, no stored
+activations).
+
+For FC layer l and neuron j, over the non-padded frames t of a reference set, with activation
+a_j(t): the frame count, the number of frames with a_j(t) > theta (on_rate), mean and variance
+(Chan et al.'s parallel update of mean and sum of squared deviations, all in float64), min, max
+and a fixed-bin histogram with an underflow and an overflow bin.
+
+Memory is O(sum_l D_l * bins) whatever the amount of data. Partial statistics from several jobs
+merge exactly (counts, histograms, min, max) or to float64 rounding (mean, variance), so a stage
+can fan out over jobs and ``merge`` the results.
+
+Usage::
+
+    with StatsCollector(model, spec, StatsConfig(hist_max=1.0)) as collector:
+        for feats, frame_mask in batches:
+            with collector.masked(frame_mask):   # (B, T) bool, True = real frame
+                model(feats)
+    stats = collector.result()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from neurosel.errors import NeuroselError
+from neurosel.io import torch_load, torch_save
+from neurosel.saliency.fc import fc_widths
+
+if TYPE_CHECKING:
+    from neurosel.model.spec import FcSpec
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    """Histogram of each neuron's activations: ``hist_bins`` equal bins over
+    [hist_min, hist_max] plus an underflow and an overflow bin. [0, 1] suits sigmoid; for ReLU
+    use [0, max_range] and read the overflow bin."""
+
+    hist_bins: int = 50
+    hist_min: float = 0.0
+    hist_max: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.hist_bins < 1:
+            raise ValueError(f"hist_bins must be >= 1, got {self.hist_bins}")
+        if not self.hist_max > self.hist_min:
+            raise ValueError(f"hist_max ({self.hist_max}) must exceed hist_min ({self.hist_min})")
+
+
+@dataclass
+class LayerStats:
+    """Accumulated statistics of one layer's D neurons.
+
+    ``hist`` is (D, bins + 2): column 0 counts a < hist_min, the last column a > hist_max.
+    """
+
+    count: int
+    on_count: Tensor  # (D,) int64
+    mean: Tensor  # (D,) float64
+    m2: Tensor  # (D,) float64, sum of squared deviations from the mean
+    min: Tensor  # (D,) float64, +inf while empty
+    max: Tensor  # (D,) float64, -inf while empty
+    hist: Tensor  # (D, bins + 2) int64
+
+    @classmethod
+    def empty(cls, width: int, bins: int) -> LayerStats:
+        """Statistics of no frames for a layer of ``width`` neurons."""
+        f64 = torch.float64
+        return cls(0, torch.zeros(width, dtype=torch.int64), torch.zeros(width, dtype=f64),
+                   torch.zeros(width, dtype=f64), torch.full((width,), math.inf, dtype=f64),
+                   torch.full((width,), -math.inf, dtype=f64),
+                   torch.zeros(width, bins + 2, dtype=torch.int64))
+
+    @property
+    def width(self) -> int:
+        return self.mean.numel()
+
+    def _require_frames(self) -> None:
+        if self.count == 0:
+            raise NeuroselError("neuron statistics: no frames were collected for a layer")
+
+    @property
+    def on_rate(self) -> Tensor:
+        """(D,) share of frames with activation > theta."""
+        self._require_frames()
+        return self.on_count.to(torch.float64) / self.count
+
+    @property
+    def variance(self) -> Tensor:
+        """(D,) population variance of the activations."""
+        self._require_frames()
+        return self.m2 / self.count
+
+    @property
+    def entropy(self) -> Tensor:
+        """(D,) on/off entropy in bits, -p log2 p - (1-p) log2 (1-p), with 0 log 0 = 0."""
+        p = self.on_rate
+        return _binary_entropy(p)
+
+    def update(self, x: Tensor, theta: float, config: StatsConfig) -> None:
+        """Add frames ``x`` (N, D) float64."""
+        n = x.shape[0]
+        if n == 0:
+            return
+        self.on_count += (x > theta).sum(0)
+        batch_mean = x.mean(0)
+        batch_m2 = ((x - batch_mean) ** 2).sum(0)
+        self._merge_moments(n, batch_mean, batch_m2)
+        self.min = torch.minimum(self.min, x.amin(0))
+        self.max = torch.maximum(self.max, x.amax(0))
+        self.hist += _histogram(x, config)
+
+    def _merge_moments(self, n: int, mean: Tensor, m2: Tensor) -> None:
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
+        self.count = total
+
+    def copy(self) -> LayerStats:
+        """An independent copy."""
+        return LayerStats(self.count, *(getattr(self, f.name).clone()
+                                        for f in dataclasses.fields(self) if f.name != "count"))
+
+    def merged(self, other: LayerStats) -> LayerStats:
+        """Statistics of the union of both frame sets (a new object)."""
+        out = LayerStats(self.count, self.on_count + other.on_count, self.mean.clone(),
+                         self.m2.clone(), torch.minimum(self.min, other.min),
+                         torch.maximum(self.max, other.max), self.hist + other.hist)
+        if other.count:
+            out._merge_moments(other.count, other.mean, other.m2)
+        return out
+
+
+def _binary_entropy(p: Tensor) -> Tensor:
+    q = 1.0 - p
+    return -(torch.xlogy(p, p) + torch.xlogy(q, q)) / math.log(2.0)
+
+
+def _histogram(x: Tensor, config: StatsConfig) -> Tensor:
+    """(N, D) -> (D, bins + 2) counts with underflow/overflow columns; a == hist_max falls in the
+    last regular bin."""
+    bins = config.hist_bins
+    width = (config.hist_max - config.hist_min) / bins
+    idx = torch.floor((x - config.hist_min) / width).clamp_(0, bins - 1).to(torch.int64) + 1
+    idx[x < config.hist_min] = 0
+    idx[x > config.hist_max] = bins + 1
+    d = x.shape[1]
+    flat = idx + torch.arange(d, dtype=torch.int64) * (bins + 2)
+    return torch.bincount(flat.reshape(-1), minlength=d * (bins + 2)).view(d, bins + 2)
+
+
+@dataclass
+class NeuronStats:
+    """Statistics of every FC layer (index 0 = input side) of one reference set."""
+
+    theta: float
+    config: StatsConfig
+    layers: list[LayerStats]
+
+    @property
+    def widths(self) -> list[int]:
+        return [s.width for s in self.layers]
+
+    @property
+    def on_rate(self) -> list[Tensor]:
+        """Per layer (D_l,) share of frames with activation > theta."""
+        return [s.on_rate for s in self.layers]
+
+    @property
+    def mean_act(self) -> list[Tensor]:
+        """Per layer (D_l,) mean activation."""
+        for s in self.layers:
+            s._require_frames()
+        return [s.mean for s in self.layers]
+
+    @property
+    def entropy(self) -> list[Tensor]:
+        """Per layer (D_l,) on/off entropy in bits."""
+        return [s.entropy for s in self.layers]
+
+    @property
+    def variance(self) -> list[Tensor]:
+        """Per layer (D_l,) activation variance."""
+        return [s.variance for s in self.layers]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A dict of tensors (and lists/dicts of them) that loads with ``weights_only=True``."""
+        f64 = torch.float64
+        return {
+            "theta": torch.tensor(self.theta, dtype=f64),
+            "hist_bins": torch.tensor(self.config.hist_bins),
+            "hist_min": torch.tensor(self.config.hist_min, dtype=f64),
+            "hist_max": torch.tensor(self.config.hist_max, dtype=f64),
+            "layers": [{"count": torch.tensor(s.count), **{f.name: getattr(s, f.name)
+                        for f in dataclasses.fields(LayerStats) if f.name != "count"}}
+                       for s in self.layers],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "statistics") -> NeuronStats:
+        """Inverse of ``to_dict``; ``where`` names the source in errors."""
+        try:
+            config = StatsConfig(int(data["hist_bins"]), float(data["hist_min"]),
+                                 float(data["hist_max"]))
+            layers = [LayerStats(int(d["count"]), *(d[f.name] for f in dataclasses.fields(LayerStats)
+                                                     if f.name != "count"))
+                      for d in data["layers"]]
+            theta = float(data["theta"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise NeuroselError(f"{where}: not a neuron statistics file ({e!r})") from e
+        for i, s in enumerate(layers):
+            if s.hist.shape != (s.width, config.hist_bins + 2):
+                raise NeuroselError(f"{where}: layer {i} histogram has shape {tuple(s.hist.shape)}")
+        return cls(theta, config, layers)
+
+
+def merge(a: NeuronStats, b: NeuronStats) -> NeuronStats:
+    """Statistics of the union of the frames behind ``a`` and ``b`` (e.g. two jobs' shares)."""
+    if a.theta != b.theta or a.config != b.config or a.widths != b.widths:
+        raise NeuroselError(
+            f"cannot merge neuron statistics: theta {a.theta} vs {b.theta}, "
+            f"config {a.config} vs {b.config}, widths {a.widths} vs {b.widths}")
+    return NeuronStats(a.theta, a.config, [x.merged(y) for x, y in zip(a.layers, b.layers)])
+
+
+def save_stats(stats: NeuronStats, path: str | Path) -> None:
+    """Write ``stats`` atomically as a tensors-only dict."""
+    torch_save(stats.to_dict(), path)
+
+
+def load_stats(path: str | Path) -> NeuronStats:
+    """Read statistics written by ``save_stats`` (``weights_only=True``)."""
+    data = torch_load(path)
+    if not isinstance(data, dict):
+        raise NeuroselError(f"{path}: not a neuron statistics file")
+    return NeuronStats.from_dict(data, str(path))
+
+
+class StatsCollector:
+    """Forward hooks on ``spec.activations`` that accumulate ``NeuronStats``.
+
+    A context manager: hooks exist only inside ``with``. Before each forward, give the frame
+    mask (boolean, shape = the activation's leading dims, True = real frame) with
+    ``set_mask`` or the ``masked`` context; without a mask every frame counts.
+    """
+
+    def __init__(self, model: nn.Module, spec: FcSpec, config: StatsConfig = StatsConfig()):
+        self.model = model
+        self.spec = spec
+        self.config = config
+        widths = fc_widths(model, spec)
+        self._stats = NeuronStats(spec.on_threshold, config,
+                                  [LayerStats.empty(d, config.hist_bins) for d in widths])
+        self._mask: Tensor | None = None
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def __enter__(self) -> StatsCollector:
+        for layer, name in enumerate(self.spec.activations):
+            module = self.model.get_submodule(name)
+            self._handles.append(module.register_forward_hook(self._hook(layer, name)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def set_mask(self, mask: Tensor | None) -> None:
+        """Use ``mask`` (bool, leading dims of the activations) for the following forwards."""
+        if mask is not None and mask.dtype != torch.bool:
+            raise NeuroselError(f"frame mask must be boolean, got {mask.dtype}")
+        self._mask = mask
+
+    @contextlib.contextmanager
+    def masked(self, mask: Tensor | None) -> Iterator[None]:
+        """``set_mask(mask)`` for the duration of the block, then no mask."""
+        self.set_mask(mask)
+        try:
+            yield
+        finally:
+            self._mask = None
+
+    def _hook(self, layer: int, name: str) -> Callable[..., None]:
+        stats = self._stats.layers[layer]
+
+        def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
+            x = masked_rows(output, self._mask, f"layer {layer} ({name})", stats.width)
+            stats.update(x.to(torch.float64), self._stats.theta, self.config)
+
+        return hook
+
+    def result(self) -> NeuronStats:
+        """A copy of the statistics collected so far."""
+        return NeuronStats(self._stats.theta, self.config, [s.copy() for s in self._stats.layers])
+
+
+def masked_rows(output: Tensor, mask: Tensor | None, where: str, width: int) -> Tensor:
+    """(..., D) activations -> (N, D) detached rows of the frames where ``mask`` is True."""
+    if not isinstance(output, Tensor) or output.shape[-1] != width:
+        shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise NeuroselError(f"{where}: expected activations (..., {width}), got {shape}")
+    x = output.detach().reshape(-1, width)
+    if mask is not None:
+        if tuple(mask.shape) != tuple(output.shape[:-1]):
+            raise NeuroselError(f"{where}: frame mask {tuple(mask.shape)} does not match "
+                                f"activations {tuple(output.shape)}")
+        x = x[mask.reshape(-1).to(x.device)]
+    if not torch.isfinite(x).all():
+        raise NeuroselError(f"{where}: non-finite activation")
+    return x
+
+
+def collect_stats(
+    model: nn.Module,
+    spec: FcSpec,
+    batches: Iterable[tuple[Any, Tensor | None]],
+    config: StatsConfig = StatsConfig(),
+    forward: Callable[[nn.Module, Any], Any] | None = None,
+) -> NeuronStats:
+    """One inference pass over ``batches`` of (model input, frame mask or None).
+
+    ``forward(model, input)`` runs the model (default ``model(input)``). The model is put in
+    eval mode for the pass and its previous mode restored.
+    """
+    run = forward or (lambda m, x: m(x))
+    was_training = model.training
+    model.eval()
+    try:
+        with StatsCollector(model, spec, config) as collector, torch.inference_mode():
+            for inputs, mask in batches:
+                with collector.masked(mask):
+                    run(model, inputs)
+        return collector.result()
+    finally:
+        model.train(was_training)
