@@ -1,0 +1,1 @@
+"""Results: paired significance tests and summaries over seeds (``bootstrap``)."""
