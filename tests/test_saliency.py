@@ -160,6 +160,9 @@ def test_collector_checks_masks_and_restores_the_model(mlp):
     mlp.train()
     collect_stats(mlp, spec, [(x, mask)], CONFIG)
     assert mlp.training
+    x[0, 1, 2] = float("nan")
+    with pytest.raises(NeuroselError, match=r"layer 0 \(act.0\): non-finite activation"):
+        collect_stats(mlp, spec, [(x, mask)], CONFIG)
 
 
 def test_load_stats_names_a_bad_file(tmp_path):

@@ -107,16 +107,19 @@ class LayerStats:
         return _binary_entropy(p)
 
     def update(self, x: Tensor, theta: float, config: StatsConfig) -> None:
-        """Add frames ``x`` (N, D) float64."""
+        """Add frames ``x`` (N, D) float64; ``NeuroselError`` (and no change) if one is not finite."""
         n = x.shape[0]
         if n == 0:
             return
+        batch_min, batch_max = x.amin(0), x.amax(0)  # NaN propagates, so this checks every entry
+        if not (torch.isfinite(batch_min).all() and torch.isfinite(batch_max).all()):
+            raise NeuroselError("non-finite activation")
         self.on_count += (x > theta).sum(0)
         batch_mean = x.mean(0)
         batch_m2 = ((x - batch_mean) ** 2).sum(0)
         self._merge_moments(n, batch_mean, batch_m2)
-        self.min = torch.minimum(self.min, x.amin(0))
-        self.max = torch.maximum(self.max, x.amax(0))
+        self.min = torch.minimum(self.min, batch_min)
+        self.max = torch.maximum(self.max, batch_max)
         self.hist += _histogram(x, config)
 
     def _merge_moments(self, n: int, mean: Tensor, m2: Tensor) -> None:
@@ -150,12 +153,14 @@ def _histogram(x: Tensor, config: StatsConfig) -> Tensor:
     """(N, D) -> (D, bins + 2) counts with underflow/overflow columns; a == hist_max falls in the
     last regular bin."""
     bins = config.hist_bins
-    width = (config.hist_max - config.hist_min) / bins
-    idx = torch.floor((x - config.hist_min) / width).clamp_(0, bins - 1).to(torch.int64) + 1
-    idx[x < config.hist_min] = 0
-    idx[x > config.hist_max] = bins + 1
+    scale = bins / (config.hist_max - config.hist_min)
+    # in-place arithmetic on one buffer: this is the costliest part of the statistics pass
+    idx = torch.floor((x - config.hist_min) * scale).clamp_(0, bins - 1)
+    idx += 1
+    idx -= (x < config.hist_min).to(idx.dtype)
+    idx += (x > config.hist_max).to(idx.dtype)
     d = x.shape[1]
-    flat = idx + torch.arange(d, dtype=torch.int64) * (bins + 2)
+    flat = idx.to(torch.int64) + torch.arange(d, dtype=torch.int64) * (bins + 2)
     return torch.bincount(flat.reshape(-1), minlength=d * (bins + 2)).view(d, bins + 2)
 
 
@@ -294,8 +299,12 @@ class StatsCollector:
         stats = self._stats.layers[layer]
 
         def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
-            x = masked_rows(output, self._mask, f"layer {layer} ({name})", stats.width)
-            stats.update(x.to(torch.float64), self._stats.theta, self.config)
+            where = f"layer {layer} ({name})"
+            x = masked_rows(output, self._mask, where, stats.width)
+            try:
+                stats.update(x.to(torch.float64), self._stats.theta, self.config)
+            except NeuroselError as e:
+                raise NeuroselError(f"{where}: {e}") from e
 
         return hook
 
@@ -315,8 +324,6 @@ def masked_rows(output: Tensor, mask: Tensor | None, where: str, width: int) -> 
             raise NeuroselError(f"{where}: frame mask {tuple(mask.shape)} does not match "
                                 f"activations {tuple(output.shape)}")
         x = x[mask.reshape(-1).to(x.device)]
-    if not torch.isfinite(x).all():
-        raise NeuroselError(f"{where}: non-finite activation")
     return x
 
 

@@ -169,8 +169,10 @@ def collect_taylor(
     model.eval()
     try:
         with torch.enable_grad():
-            for batch, mask in batches:
+            for number, (batch, mask) in enumerate(batches):
                 count += _add_batch(tap, model, batch, mask, loss_fn, config, widths, sum_ag, sum_a2h)
+                if not all(torch.isfinite(s).all() for s in sum_ag + sum_a2h):
+                    raise NeuroselError(f"batch {number}: non-finite activation, gradient or loss")
     finally:
         tap.remove()
         model.train(was_training)
