@@ -38,8 +38,8 @@ class NeuronMask:
             module = model.get_submodule(spec.activations[layer])
             self._handles.append(module.register_forward_hook(_multiply_by(mask)))
             if fold_mean and layer in fold_mean:
-                self._fold(get_linear(model, spec.consumers[layer]),
-                           remove[layer].to(torch.int64).flatten(), fold_mean[layer])
+                removed = torch.nonzero(mask == 0).flatten()
+                self._fold(get_linear(model, spec.consumers[layer]), removed, fold_mean[layer])
 
     def _fold(self, consumer: nn.Linear, removed: Tensor, mean_act: Tensor) -> None:
         delta = fold_delta(consumer.weight, removed, mean_act)

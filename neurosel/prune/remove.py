@@ -30,7 +30,7 @@ def kept_indices(widths: list[int], remove: dict[int, Tensor]) -> dict[int, Tens
             raise NeuroselError(f"cannot remove neurons of FC layer {layer}: the model has {len(widths)}")
     kept = {}
     for layer, width in enumerate(widths):
-        drop = remove.get(layer, torch.empty(0, dtype=torch.int64)).to(torch.int64).flatten()
+        drop = torch.as_tensor(remove.get(layer, []), dtype=torch.int64).flatten().cpu()
         if drop.numel() and (drop.min() < 0 or drop.max() >= width):
             raise NeuroselError(f"FC layer {layer}: neuron index out of range 0..{width - 1}")
         if drop.unique().numel() != drop.numel():
@@ -98,8 +98,8 @@ def remove_neurons(model: nn.Module, spec: FcSpec, remove: dict[int, Tensor],
         lin, consumer = spec.linears[layer], spec.consumers[layer]
         rows[lin] = keep
         cols[consumer] = keep
-        removed = remove[layer].to(torch.int64).flatten()
-        if layer in fold_mean and removed.numel():
+        removed = torch.nonzero(~torch.isin(torch.arange(widths[layer]), keep)).flatten()
+        if layer in fold_mean:
             weight = get_linear(model, consumer).weight
             deltas[consumer] = fold_delta(weight, removed, fold_mean[layer])
     for name in sorted(set(rows) | set(cols)):
