@@ -240,6 +240,7 @@ def test_neurons_tsv_round_trip_and_errors(mlp, tmp_path):
     stats = collect_stats(mlp, mlp_spec(2), [padded_batch(0, [6, 4])], CONFIG)
     classes = classify(stats, ClassifyConfig(hyper_on_rate=0.8, hypo_on_rate=0.2))
     scores = {"magnitude": [torch.rand(6, dtype=torch.float64), torch.rand(4, dtype=torch.float64)],
+              "entropy": stats.entropy,
               "random": [torch.full((6,), 1 / 3, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)]}
     path = tmp_path / "neurons.tsv"
     write_neurons_tsv(path, stats, classes, scores)
@@ -251,11 +252,15 @@ def test_neurons_tsv_round_trip_and_errors(mlp, tmp_path):
     assert [c.tolist() for c in table.layer_classes()] == [c.tolist() for c in classes]
     np.testing.assert_array_equal(table.on_rate, torch.cat(stats.on_rate).numpy())
     np.testing.assert_array_equal(table.entropy, torch.cat(stats.entropy).numpy())
-    for name, values in table.criterion_scores().items():
-        assert all(torch.equal(a, b) for a, b in zip(values, scores[name]))
+    read_back = table.criterion_scores()
+    assert list(read_back) == ["magnitude", "random", "mean_act", "entropy"]
+    for name, values in {**scores, "mean_act": stats.mean_act}.items():
+        assert all(torch.equal(a, b) for a, b in zip(read_back[name], values))
     first = path.read_bytes()
     write_neurons_tsv(path, stats, classes, scores)
     assert path.read_bytes() == first
+    with pytest.raises(NeuroselError, match="criterion 'entropy' differs from the fixed column"):
+        write_neurons_tsv(path, stats, classes, {"entropy": scores["random"]})
     path.write_text("\n".join(lines[:3] + [lines[4]] + lines[5:]) + "\n")
     with pytest.raises(NeuroselError, match=r"neurons.tsv:4: neuron \(0, 3\) out of order"):
         read_neurons_tsv(path)

@@ -2,7 +2,9 @@
 ``layer neuron class on_rate mean_act entropy`` then one column per pruning criterion score.
 
 ``layer`` is the FC layer index (0 = input side), ``neuron`` the output index in that layer's
-weight matrix. Floats are written with Python's shortest round-trip repr, so reading the table
+weight matrix. The ``mean_act`` and ``entropy`` criteria score a neuron by the statistic of the
+same name, so their scores are the fixed columns and are not written twice; reading a table
+gives them back as criterion scores. Floats are written with Python's shortest round-trip repr, so reading the table
 back gives the same float64 values and the same statistics give the same bytes.
 """
 
@@ -25,7 +27,8 @@ FIXED_COLUMNS = ("layer", "neuron", "class", "on_rate", "mean_act", "entropy")
 
 @dataclass
 class NeuronTable:
-    """The columns of ``neurons.tsv`` over all N neurons (arrays of shape (N,)), in file order."""
+    """The columns of ``neurons.tsv`` over all N neurons (arrays of shape (N,)), in file order;
+    ``scores`` holds the criterion columns plus ``mean_act`` and ``entropy``."""
 
     layer: np.ndarray
     neuron: np.ndarray
@@ -44,7 +47,8 @@ class NeuronTable:
         return self.by_layer(self.classes)
 
     def criterion_scores(self) -> dict[str, list[Tensor]]:
-        """Per criterion the per-layer float64 score tensors, as ``score_all`` returns them."""
+        """Per criterion the per-layer float64 score tensors, as ``score_all`` returns them (the
+        criterion columns, then ``mean_act`` and ``entropy`` from the fixed columns)."""
         return {name: [torch.from_numpy(v.copy()) for v in self.by_layer(col)]
                 for name, col in self.scores.items()}
 
@@ -54,15 +58,18 @@ def write_neurons_tsv(path: str | Path, stats: NeuronStats, classes: list[np.nda
     """Write ``neurons.tsv`` atomically from statistics, classes and criterion scores (per layer
     (D_l,) each; criteria in the given order)."""
     widths = stats.widths
-    clash = set(scores) & set(FIXED_COLUMNS)
-    if clash:
-        raise NeuroselError(f"{path}: criterion name '{sorted(clash)[0]}' clashes with a fixed column")
     for name, values in {"class": classes, **scores}.items():
         if [len(v) for v in values] != widths:
             raise NeuroselError(f"{path}: column '{name}' has per-layer lengths "
                                 f"{[len(v) for v in values]}, layers have {widths}")
-    lines = ["\t".join((*FIXED_COLUMNS, *scores))]
-    columns = [stats.on_rate, stats.mean_act, stats.entropy, *scores.values()]
+    fixed = {"on_rate": stats.on_rate, "mean_act": stats.mean_act, "entropy": stats.entropy}
+    for name in set(scores) & set(FIXED_COLUMNS):
+        if name not in fixed or not all(torch.equal(a.to(torch.float64), b)
+                                        for a, b in zip(scores[name], fixed[name])):
+            raise NeuroselError(f"{path}: criterion '{name}' differs from the fixed column of that name")
+    extra = {name: values for name, values in scores.items() if name not in FIXED_COLUMNS}
+    lines = ["\t".join((*FIXED_COLUMNS, *extra))]
+    columns = [*fixed.values(), *extra.values()]
     for layer, width in enumerate(widths):
         floats = [col[layer].tolist() for col in columns]
         for j in range(width):
@@ -81,6 +88,8 @@ def read_neurons_tsv(path: str | Path) -> NeuronTable:
         raise NeuroselError(f"{path}:1: header must start with {' '.join(FIXED_COLUMNS)}")
     header = lines[0].split("\t")
     criteria = header[len(FIXED_COLUMNS):]
+    if len(set(header)) != len(header):
+        raise NeuroselError(f"{path}:1: a column name appears twice")
     rows = []
     expected = (0, 0)
     for number, line in enumerate(lines[1:], start=2):
@@ -104,4 +113,5 @@ def read_neurons_tsv(path: str | Path) -> NeuronTable:
     return NeuronTable(
         np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.int64),
         np.array([r[2] for r in rows], dtype="<U6"), floats[:, 0], floats[:, 1], floats[:, 2],
-        {name: floats[:, 3 + i] for i, name in enumerate(criteria)})
+        {**{name: floats[:, 3 + i] for i, name in enumerate(criteria)},
+         "mean_act": floats[:, 1], "entropy": floats[:, 2]})
