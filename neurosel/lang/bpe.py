@@ -11,7 +11,6 @@ is taken from memory, so the same text and seed give the same bytes.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -19,6 +18,8 @@ import sentencepiece as spm
 
 from neurosel.errors import NeuroselError
 from neurosel.io import atomic_path
+
+from .quiet import quiet_stderr
 
 BLANK = "<blk>"
 BLANK_ID = 0
@@ -34,11 +35,10 @@ def train_bpe(sentences: Sequence[str], model_path: str | Path, vocab_size: int,
     spm.set_random_generator_seed(seed)
     model = io.BytesIO()
     try:
-        with open(os.devnull, "w") as quiet:  # its progress log is long and says nothing we use
+        with quiet_stderr():  # its progress log is long and says nothing we use
             spm.SentencePieceTrainer.train(
                 sentence_iterator=iter(sentences),
                 model_writer=model,
-                logstream=quiet,
                 vocab_size=vocab_size,
                 model_type=model_type,
                 character_coverage=1.0,

@@ -27,10 +27,7 @@ Built as icefall's ``local/prepare_lang_fst.py`` (the kaldifst path beside
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
-from typing import Iterator
 
 import kaldifst
 import kaldilm
@@ -38,6 +35,7 @@ import kaldilm
 from neurosel.errors import NeuroselError
 
 from .lexicon import WORD_DISAMBIG
+from .quiet import quiet_stderr
 
 
 def ctc_topology(num_tokens: int) -> kaldifst.StdVectorFst:
@@ -75,23 +73,10 @@ def lexicon_fst(entries: list[tuple[str, list[str]]], token_label: dict[str, int
     return fst
 
 
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """kaldilm's C++ parser logs every section to file descriptor 2; keep it off the console."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def grammar_fst(arpa_path: str | Path, words_txt: str | Path) -> kaldifst.StdVectorFst:
     """G from an ARPA file: word ids from ``words_txt``, ``#0`` on the backoff arcs."""
     try:
-        with _quiet_stderr():
+        with quiet_stderr():
             text = kaldilm.arpa2fst(str(arpa_path), disambig_symbol=WORD_DISAMBIG,
                                     read_symbol_table=str(words_txt))
     except RuntimeError as e:

@@ -37,7 +37,7 @@ from neurosel.stage import fingerprint
 from .bpe import load_bpe, train_bpe
 from .graph import compile_tlg, ctc_topology, grammar_fst, lexicon_fst, num_arcs
 from .kneser_ney import estimate_kneser_ney, write_arpa
-from .lexicon import (add_disambig, build_lexicon, read_symbol_table, token_table, word_table,
+from .lexicon import (SPECIAL_WORDS, add_disambig, build_lexicon, read_symbol_table, token_table, word_table,
                       write_lexicon, write_symbol_table)
 
 log = logging.getLogger(__name__)
@@ -65,11 +65,18 @@ class LangConfig:
 
 def read_transcripts(text_files: Sequence[str | Path]) -> list[str]:
     """Transcripts (words only) of Kaldi ``text`` files, in file order. A line without words,
-    or with bytes that are not UTF-8, raises an error naming the file and line."""
+    or with bytes that are not UTF-8, raises an error naming the file and line; a word that is
+    a symbol of ``words.txt`` (``<eps>``, ``<s>``, ``</s>``, ``#...``) one naming the utterance."""
     sentences = []
     for path in text_files:
         table = read_table(Path(path), must_sort=False)
-        sentences += [" ".join(t.split()) for t in table.values()]
+        for utt, transcript in table.items():
+            words = transcript.split()
+            reserved = [w for w in words if w in SPECIAL_WORDS or w.startswith("#")]
+            if reserved:
+                raise NeuroselError(f"{path}: utterance '{utt}': '{reserved[0]}' is a reserved "
+                                    "symbol, not a word")
+            sentences.append(" ".join(words))
     if not sentences:
         raise NeuroselError(f"{', '.join(map(str, text_files))}: no transcripts")
     return sentences
