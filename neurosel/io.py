@@ -14,8 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -30,12 +28,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual mode
     try:
         yield tmp_path
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -51,6 +56,8 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to ``path`` atomically (a killed save never leaves a truncated file)."""
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
@@ -60,6 +67,8 @@ def torch_load(path: str | Path) -> Any:
 
     Raises ``NeuroselError`` naming the file when it is missing, truncated or not a torch file.
     """
+    import torch
+
     from neurosel.errors import NeuroselError
 
     path = Path(path)
