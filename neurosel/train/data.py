@@ -1,0 +1,152 @@
+"""Batches for CTC training and inference from Lhotse cuts: duration-bucketed sampling, features
+read from the cuts' storage, global CMVN, sentencepiece targets, optional SpecAugment.
+
+Model input is always CMVN-normalised fbank: ``(feats - mean) / std`` with the statistics of
+``<fbank-dir>/cmvn.npz``. Decoding, saliency and adaptation must feed the model the same way, so
+they use ``load_cmvn`` + ``CtcDataset`` (or ``apply_cmvn``) from here.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import sentencepiece as spm
+import torch
+from lhotse import CutSet
+from lhotse.dataset import DynamicBucketingSampler, SpecAugment
+from lhotse.dataset.collation import collate_features
+
+from neurosel.errors import NeuroselError
+
+BLANK_PIECE = "<blk>"
+
+
+@dataclass
+class SpecAugmentConfig:
+    """SpecAugment on training batches (Lhotse's implementation); off by default."""
+
+    enabled: bool = False
+    time_warp_factor: int = 0  # 0 disables time warping
+    num_feature_masks: int = 2
+    features_mask_size: int = 15
+    num_frame_masks: int = 4
+    frames_mask_size: int = 20
+    max_frames_mask_fraction: float = 0.15
+    p: float = 0.9
+
+
+@dataclass
+class Batch:
+    """One mini-batch: CMVN'd features (B, T, F) and lengths (B,); CTC targets concatenated (sum L,)
+    with lengths (B,); optional per-utterance loss weights (B,), e.g. pseudo-label confidences."""
+
+    feats: torch.Tensor
+    feat_lens: torch.Tensor
+    targets: torch.Tensor
+    target_lens: torch.Tensor
+    cut_ids: list[str]
+    weights: torch.Tensor | None = None
+
+
+def load_cmvn(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cmvn.npz`` (arrays ``mean``, ``std``, shape (F,)) -> float32 tensors (F,), (F,)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as stats:
+            mean, std = stats["mean"], stats["std"]
+    except (OSError, KeyError, ValueError) as e:
+        raise NeuroselError(f"{path}: cannot read CMVN statistics 'mean' and 'std' ({e})") from e
+    if mean.shape != std.shape or mean.ndim != 1:
+        raise NeuroselError(f"{path}: mean {mean.shape} and std {std.shape} must be equal 1-d shapes")
+    if not (np.all(np.isfinite(mean)) and np.all(std > 0)):
+        raise NeuroselError(f"{path}: CMVN mean must be finite and std positive")
+    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
+
+
+def apply_cmvn(feats: torch.Tensor, cmvn: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """(..., F) fbank -> (..., F) normalised with global mean and std."""
+    mean, std = cmvn
+    return (feats - mean) / std
+
+
+def load_bpe(lang_dir: str | Path) -> spm.SentencePieceProcessor:
+    """``<lang_dir>/bpe.model``, checked to have the CTC blank ``<blk>`` as piece 0."""
+    path = Path(lang_dir) / "bpe.model"
+    if not path.is_file():
+        raise NeuroselError(f"{path}: no such file")
+    sp = spm.SentencePieceProcessor()
+    try:
+        sp.load(str(path))
+    except (OSError, RuntimeError) as e:
+        raise NeuroselError(f"{path}: cannot load sentencepiece model ({e})") from e
+    if sp.id_to_piece(0) != BLANK_PIECE:
+        raise NeuroselError(f"{path}: piece 0 is {sp.id_to_piece(0)!r}, expected the CTC blank {BLANK_PIECE!r}")
+    return sp
+
+
+class CtcDataset(torch.utils.data.Dataset):
+    """Map-style Lhotse dataset: a CutSet (one supervision per cut) -> ``Batch``."""
+
+    def __init__(self, sp: spm.SentencePieceProcessor, cmvn: tuple[torch.Tensor, torch.Tensor],
+                 spec_augment: SpecAugmentConfig | None = None) -> None:
+        self.sp = sp
+        self.cmvn = cmvn
+        self.spec_augment = None
+        if spec_augment is not None and spec_augment.enabled:
+            self.spec_augment = SpecAugment(
+                time_warp_factor=spec_augment.time_warp_factor or None,
+                num_feature_masks=spec_augment.num_feature_masks,
+                features_mask_size=spec_augment.features_mask_size,
+                num_frame_masks=spec_augment.num_frame_masks,
+                frames_mask_size=spec_augment.frames_mask_size,
+                max_frames_mask_fraction=spec_augment.max_frames_mask_fraction,
+                p=spec_augment.p,
+            )
+
+    def __getitem__(self, cuts: CutSet) -> Batch:
+        """Load, normalise and (optionally) augment the cuts' features; encode their transcripts."""
+        texts = []
+        for cut in cuts:
+            if not cut.has_features:
+                raise NeuroselError(f"cut {cut.id}: has no features")
+            if cut.num_features != self.cmvn[0].numel():
+                raise NeuroselError(f"cut {cut.id}: {cut.num_features}-dim features, CMVN has "
+                                    f"{self.cmvn[0].numel()}")
+            if len(cut.supervisions) != 1 or cut.supervisions[0].text is None:
+                raise NeuroselError(f"cut {cut.id}: needs exactly one supervision with text, "
+                                    f"has {len(cut.supervisions)}")
+            texts.append(cut.supervisions[0].text)
+        feats, feat_lens = collate_features(cuts)
+        feats = apply_cmvn(feats, self.cmvn)
+        feat_lens = feat_lens.long()
+        if self.spec_augment is not None:
+            segments = torch.stack([torch.arange(len(feat_lens)), torch.zeros_like(feat_lens), feat_lens], 1)
+            feats = self.spec_augment(feats, supervision_segments=segments)
+        pieces = [self.sp.encode(text, out_type=int) for text in texts]
+        return Batch(
+            feats=feats,
+            feat_lens=feat_lens,
+            targets=torch.tensor([p for seq in pieces for p in seq], dtype=torch.long),
+            target_lens=torch.tensor([len(seq) for seq in pieces], dtype=torch.long),
+            cut_ids=[cut.id for cut in cuts],
+        )
+
+
+def make_sampler(cuts: CutSet, max_duration: float, shuffle: bool, seed: int = 0,
+                 num_buckets: int = 10) -> DynamicBucketingSampler:
+    """Duration-bucketed batches of at most ``max_duration`` seconds of audio.
+
+    Deterministic for a seed and epoch (``sampler.set_epoch``); ``state_dict()`` /
+    ``load_state_dict()`` resume it mid-epoch. A set of fewer cuts than ``num_buckets`` gets one
+    bucket per cut.
+    """
+    num_buckets = max(1, sum(1 for _ in islice(cuts, num_buckets)))
+    with warnings.catch_warnings():
+        # Lhotse advises lazy manifests for memory; an eager CutSet samples identically
+        warnings.filterwarnings("ignore", message=".*eagerly read CutSet", category=UserWarning)
+        return DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=shuffle, seed=seed,
+                                       num_buckets=num_buckets, drop_last=False)

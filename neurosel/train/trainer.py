@@ -1,0 +1,304 @@
+"""Stage 3: train the CNN CTC acoustic model from Lhotse cuts, resumably.
+
+``train(cfg, cuts_train, cuts_dev, lang_dir, cmvn_path, exp_dir)`` reads like icefall's train.py:
+data, model, optimizer + schedule, resume from the newest checkpoint, one loop (``run_steps``),
+validation per epoch, checkpoints every ``checkpoint_every`` steps and at each epoch end, and at
+the end the final model (last, best or an average of the last checkpoints) with its FC norms
+folded into ``model.pt``.
+
+Training stops at the first of ``num_epochs``, ``max_steps`` and ``max_minutes`` (training wall
+time summed over resumed runs); whichever stops it, the state is checkpointed, so running the same
+command again continues a killed run exactly (same batches, RNG streams and optimizer state) and
+finishes a completed one at once. Raising ``max_steps``/``num_epochs`` continues a finished run.
+
+Writes in ``exp_dir``: ``checkpoint-<step>.pt``, ``best.pt`` (lowest validation loss, unfolded),
+``model.pt``, ``config.yaml``, ``log/train.log``, ``tensorboard/``, ``loss.png``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from lhotse import CutSet, load_manifest_lazy
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from neurosel.config import save
+from neurosel.errors import NeuroselError
+from neurosel.io import torch_load
+from neurosel.model import ModelConfig, build_model, fold_norms, save_model
+from neurosel.train.checkpoint import (average_model_states, list_checkpoints, load_checkpoint, restore_rng_state,
+                                       rng_state, save_checkpoint)
+from neurosel.train.data import CtcDataset, SpecAugmentConfig, load_bpe, load_cmvn, make_sampler
+from neurosel.train.loop import evaluate, run_steps
+from neurosel.train.plot import plot_losses
+
+log = logging.getLogger("neurosel.train")
+
+# Keys that may differ between a checkpoint and the current config when resuming: they change when
+# or how training stops or is recorded, not what one step computes.
+RESUMABLE_CHANGES = frozenset({"num_epochs", "max_steps", "max_minutes", "num_threads", "checkpoint_every",
+                               "keep_last", "final_model", "average_last", "log_every"})
+
+
+@dataclass
+class TrainConfig:
+    """Stage 3 configuration (``conf/train.yaml``)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    seed: int = 0
+    num_threads: int = 2
+    max_duration: float = 120.0  # seconds of audio per batch
+    num_buckets: int = 10
+    num_epochs: int = 10  # 0 = no epoch limit
+    max_steps: int = 0  # 0 = no step limit
+    max_minutes: float = 0.0  # 0 = no time limit
+    optimizer: Literal["adam", "adamw"] = "adamw"
+    lr: float = 2e-3  # peak learning rate
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    # noam: linear warm-up then lr * sqrt(warmup / step); cosine: linear warm-up then cosine decay to
+    # lr * final_lr_ratio at max_steps (or num_epochs x the batches of epoch 0).
+    lr_schedule: Literal["noam", "cosine"] = "cosine"
+    final_lr_ratio: float = 0.02
+    grad_clip: float = 5.0
+    checkpoint_every: int = 200  # steps
+    keep_last: int = 3
+    final_model: Literal["last", "best", "average"] = "average"
+    average_last: int = 3  # checkpoints averaged when final_model is "average"
+    log_every: int = 25  # steps
+
+    def __post_init__(self) -> None:
+        if self.num_epochs <= 0 and self.max_steps <= 0 and self.max_minutes <= 0:
+            raise ValueError("set at least one of num_epochs, max_steps, max_minutes")
+        if self.lr_schedule == "cosine" and self.num_epochs <= 0 and self.max_steps <= 0:
+            raise ValueError("lr_schedule cosine needs num_epochs or max_steps for its length")
+        if self.keep_last < 1 or self.checkpoint_every < 1 or self.log_every < 1:
+            raise ValueError("keep_last, checkpoint_every and log_every must be >= 1")
+        if self.final_model == "average" and not 1 <= self.average_last <= self.keep_last:
+            raise ValueError(f"average_last must be in [1, keep_last={self.keep_last}]")
+        if self.max_duration <= 0 or self.lr <= 0 or self.warmup_steps < 0:
+            raise ValueError("max_duration and lr must be positive and warmup_steps >= 0")
+
+
+@dataclass
+class Progress:
+    """Where training is; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    elapsed_s: float = 0.0
+    train_losses: list[float] = field(default_factory=list)  # per step, nats per token
+    valid: list[list[float]] = field(default_factory=list)  # [step, epoch, loss] per validation
+    best_valid_loss: float = math.inf
+    frames: int = 0  # input frames trained on
+
+
+def lr_factor(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    """Step -> multiplier of the peak learning rate (a function of the step count only)."""
+    warmup = max(cfg.warmup_steps, 1)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.lr_schedule == "noam":
+            return math.sqrt(warmup / (step + 1))
+        done = min((step - warmup) / max(total_steps - warmup, 1), 1.0)
+        return cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * done))
+
+    return factor
+
+
+def schedule_length(cfg: TrainConfig, cuts_train: CutSet) -> int:
+    """Steps the cosine schedule spans: ``max_steps``, else ``num_epochs`` x batches in epoch 0."""
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    sampler = make_sampler(cuts_train, cfg.max_duration, shuffle=True, seed=cfg.seed, num_buckets=cfg.num_buckets)
+    return cfg.num_epochs * sum(1 for _ in sampler)
+
+
+def finished(cfg: TrainConfig, progress: Progress) -> bool:
+    """True once a stopping criterion is met."""
+    return ((cfg.max_steps > 0 and progress.step >= cfg.max_steps)
+            or (cfg.max_minutes > 0 and progress.elapsed_s >= 60 * cfg.max_minutes)
+            or (cfg.num_epochs > 0 and progress.epoch >= cfg.num_epochs))
+
+
+def check_resumable(path: Path, saved: dict, current: dict) -> None:
+    """``NeuroselError`` if the checkpoint was trained with a config that differs in a key that
+    changes what a step computes."""
+    for key in sorted(set(saved) | set(current)):
+        if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key):
+            raise NeuroselError(
+                f"{path}: trained with {key}={saved.get(key)!r} but the config now says {current.get(key)!r}; "
+                f"restore the config, or remove the checkpoints (or use a new exp dir) to start over"
+            )
+
+
+def as_cuts(cuts: CutSet | str | Path) -> CutSet:
+    """A CutSet, or a path to one (read lazily)."""
+    return cuts if isinstance(cuts, CutSet) else load_manifest_lazy(cuts)
+
+
+def train(cfg: TrainConfig, cuts_train: CutSet | str | Path, cuts_dev: CutSet | str | Path,
+          lang_dir: str | Path, cmvn_path: str | Path, exp_dir: str | Path, quiet: bool = False) -> Path:
+    """Train (or resume, or finish) stage 3 in ``exp_dir``; returns the path of ``model.pt``.
+
+    ``cuts_*``: cuts with fbank features and one transcribed supervision each; ``lang_dir``: holds
+    ``bpe.model`` (piece 0 = ``<blk>``); ``cmvn_path``: ``cmvn.npz`` with ``mean``/``std``.
+    """
+    exp_dir = Path(exp_dir)
+    (exp_dir / "log").mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(exp_dir / "log" / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("neurosel").addHandler(handler)
+    logging.getLogger("neurosel").setLevel(logging.INFO)
+    try:
+        return _train(cfg, as_cuts(cuts_train), as_cuts(cuts_dev), Path(lang_dir), Path(cmvn_path), exp_dir, quiet)
+    finally:
+        logging.getLogger("neurosel").removeHandler(handler)
+        handler.close()
+
+
+def _train(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: Path, cmvn_path: Path,
+           exp_dir: Path, quiet: bool) -> Path:
+    torch.set_num_threads(cfg.num_threads)
+    sp = load_bpe(lang_dir)
+    if cfg.model.vocab_size not in (0, sp.get_piece_size()):
+        raise NeuroselError(f"{lang_dir}/bpe.model has {sp.get_piece_size()} pieces but model.vocab_size is "
+                            f"{cfg.model.vocab_size} (set it to 0 to take it from the lang dir)")
+    cfg = replace(cfg, model=replace(cfg.model, vocab_size=sp.get_piece_size()))
+    save(cfg, exp_dir / "config.yaml")
+    cmvn = load_cmvn(cmvn_path)
+
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model)
+    params = list(model.parameters())
+    opt_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt_class(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total_steps = schedule_length(cfg, cuts_train) if cfg.lr_schedule == "cosine" else 0
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total_steps))
+    sampler = make_sampler(cuts_train, cfg.max_duration, shuffle=True, seed=cfg.seed, num_buckets=cfg.num_buckets)
+    dev_sampler = make_sampler(cuts_dev, cfg.max_duration, shuffle=False, num_buckets=cfg.num_buckets)
+    dataset, dev_dataset = CtcDataset(sp, cmvn, cfg.spec_augment), CtcDataset(sp, cmvn)
+    progress = Progress()
+
+    checkpoints = list_checkpoints(exp_dir)
+    if checkpoints:
+        state = load_checkpoint(checkpoints[-1])
+        check_resumable(checkpoints[-1], state["train_config"], asdict(cfg))
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.load_state_dict(copy.deepcopy(state["sampler"]))
+        progress = Progress(**state["progress"])
+        restore_rng_state(state["rng"])
+        log.info("resuming from %s (step %d, epoch %d)", checkpoints[-1], progress.step, progress.epoch)
+    else:
+        sampler.set_epoch(0)
+        log.info("training %s: %d parameters, %s", exp_dir, sum(p.numel() for p in params), cfg.model)
+
+    def checkpoint() -> None:
+        progress.elapsed_s = elapsed()
+        save_checkpoint(exp_dir, progress.step, {
+            "model": model.state_dict(), "config": asdict(cfg.model), "train_config": asdict(cfg),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "sampler": sampler.state_dict(), "rng": rng_state(), "progress": asdict(progress),
+        }, cfg.keep_last)
+
+    def validate() -> None:
+        loss = evaluate(model, (dev_dataset[cuts] for cuts in dev_sampler))
+        progress.valid.append([progress.step, progress.epoch, loss])
+        writer.add_scalar("valid/loss", loss, progress.step)
+        log.info("epoch %d step %d: validation loss %.4f per token", progress.epoch, progress.step, loss)
+        if loss < progress.best_valid_loss:
+            progress.best_valid_loss = loss
+            save_model(model, exp_dir / "best.pt", step=progress.step, valid_loss=loss)
+
+    start, start_elapsed = time.monotonic(), progress.elapsed_s
+
+    def elapsed() -> float:
+        return start_elapsed + time.monotonic() - start
+
+    window = {"t": time.monotonic(), "frames": 0, "losses": []}
+
+    def on_step(batch, loss: float) -> bool:
+        progress.step += 1
+        progress.train_losses.append(loss)
+        progress.frames += int(batch.feat_lens.sum())
+        window["frames"] += int(batch.feat_lens.sum())
+        window["losses"].append(loss)
+        bar.update(1)
+        bar.set_postfix(epoch=progress.epoch, loss=f"{loss:.3f}")
+        if progress.step % cfg.log_every == 0:
+            seconds = time.monotonic() - window["t"]
+            lr = scheduler.get_last_lr()[0]
+            mean_loss = sum(window["losses"]) / len(window["losses"])
+            log.info("epoch %d step %d: loss %.4f lr %.2e, %.2f steps/s, %.0f frames/s", progress.epoch,
+                     progress.step, mean_loss, lr, len(window["losses"]) / seconds, window["frames"] / seconds)
+            writer.add_scalar("train/loss", mean_loss, progress.step)
+            writer.add_scalar("train/lr", lr, progress.step)
+            writer.add_scalar("train/frames_per_s", window["frames"] / seconds, progress.step)
+            window.update(t=time.monotonic(), frames=0, losses=[])
+        progress.elapsed_s = elapsed()
+        if progress.step % cfg.checkpoint_every == 0:
+            checkpoint()
+        return finished(cfg, progress)
+
+    writer = SummaryWriter(str(exp_dir / "tensorboard"), purge_step=progress.step if checkpoints else None)
+    bar = tqdm(total=cfg.max_steps or None, initial=progress.step, desc="train", unit="step",
+               disable=True if quiet else None)
+    try:
+        while not finished(cfg, progress):
+            run_steps(model, (dataset[cuts] for cuts in sampler), params, optimizer, scheduler, cfg.grad_clip,
+                      on_step)
+            if finished(cfg, progress):
+                break
+            validate()
+            progress.epoch += 1
+            sampler.set_epoch(progress.epoch)
+            checkpoint()
+        saved = list_checkpoints(exp_dir)
+        if not saved or saved[-1] != exp_dir / f"checkpoint-{progress.step}.pt":
+            validate()
+            checkpoint()
+    finally:
+        bar.close()
+        writer.close()
+    return finalize(cfg, exp_dir, progress)
+
+
+def finalize(cfg: TrainConfig, exp_dir: Path, progress: Progress) -> Path:
+    """Write ``model.pt`` (the configured final weights, FC norms folded) and ``loss.png``."""
+    checkpoints = list_checkpoints(exp_dir)
+    if cfg.final_model == "best":
+        sources = [exp_dir / "best.pt"]
+        weights = torch_load(sources[0])["model"]
+    elif cfg.final_model == "average":
+        sources = checkpoints[-cfg.average_last:]
+        weights = average_model_states(sources)
+    else:
+        sources = checkpoints[-1:]
+        weights = torch_load(sources[0])["model"]
+    model = build_model(cfg.model)
+    model.load_state_dict(weights)
+    fold_norms(model.eval())
+    path = exp_dir / "model.pt"
+    save_model(model, path, train_config=asdict(cfg), step=progress.step, sources=[p.name for p in sources])
+    plot_losses(progress.train_losses, progress.valid, exp_dir / "loss.png")
+    log.info("wrote %s from %s (step %d, epoch %d, %.1f min, best validation loss %.4f)", path,
+             ", ".join(p.name for p in sources), progress.step, progress.epoch, progress.elapsed_s / 60,
+             progress.best_valid_loss)
+    return path
