@@ -34,9 +34,12 @@ class SlurmCluster:
 
 def node_state() -> str:
     """The first node's state from `sinfo -h -N -o %t` ('' when no cluster answers)."""
-    if shutil.which("sinfo") is None:
+    if shutil.which("sinfo") is None or shutil.which("scontrol") is None:
         return ""
     try:
+        # `scontrol ping` fails at once without a controller; sinfo alone retries for about 9 s.
+        if subprocess.run(["scontrol", "ping"], capture_output=True, timeout=10).returncode != 0:
+            return ""
         out = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True,
                              timeout=10)
     except subprocess.TimeoutExpired:

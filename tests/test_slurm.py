@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_fixture import parse_log, slurm_cluster  # noqa: F401  (slurm_cluster is a fixture)
+from slurm_fixture import CLUSTER_SCRIPT, parse_log, slurm_cluster  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 SLURM_PL = str(ROOT / "utils" / "slurm.pl")
@@ -128,3 +130,20 @@ def test_undescribed_option_is_an_error(tmp_path):
     out = slurm_pl("--colour", "blue", "log/x.log", "true", cwd=tmp_path)
     assert out.returncode == 1
     assert "slurm.pl: option --colour blue is not described in the built-in default config" in out.stderr
+
+
+def test_cluster_script_reuses_a_running_cluster(slurm_cluster):
+    out = subprocess.run([str(CLUSTER_SCRIPT), "start"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "already running" in out.stderr or "not started by this script" in out.stderr
+    status = subprocess.run([str(CLUSTER_SCRIPT), "status"], capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0 and "node" in status.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root to run the script as another user")
+def test_cluster_script_without_root_says_so():
+    out = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+                          str(CLUSTER_SCRIPT), "start"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "cluster.sh: needs root" in out.stderr

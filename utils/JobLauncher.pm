@@ -12,7 +12,7 @@ use File::Path qw(make_path);
 use Cwd qw(getcwd);
 
 our @EXPORT_OK = qw(parse_command_line job_script batch_files cluster_options default_max_jobs
-                    task_log report_and_exit write_file read_exit_code run_capture);
+                    report_and_exit write_file read_exit_code run_capture);
 
 # parse_command_line(\@argv, $prog) -> hashref
 #   opts      {name => value} for each --name value (dashes turned into underscores)
@@ -36,9 +36,7 @@ sub parse_command_line {
       my $switch = shift @args;
       $progress = 1;
       if ($switch =~ m/^--(.+)$/) {
-        my $name = $1 =~ s/-/_/gr;
-        die "$prog: option $switch needs a value\n$usage" unless @args;
-        $opts{$name} = shift @args;
+        $opts{$1 =~ s/-/_/gr} = shift @args;
       } elsif ($switch eq '-tc') {  # GridEngine's spelling of --max-jobs-run
         $opts{max_jobs_run} = shift @args;
       } elsif ($switch eq '-V') {
@@ -77,6 +75,7 @@ sub quote_command {
   return join ' ', map { m/^\S+$/ ? $_ : m/"/ ? "'$_'" : "\"$_\"" } @_;
 }
 
+# One bash word for any string: single quotes, with ' written as '\''.
 sub shell_quote { my ($s) = @_; return "'" . ($s =~ s/'/'\\''/gr) . "'"; }
 
 # task_log($job, $task) -> the log path of one task.

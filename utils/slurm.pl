@@ -8,7 +8,8 @@
 # starts with "# <command>", "# Started at <date>", "# Running on <host> (Slurm job <id>_<task>)",
 # ends with "# Accounting: time=S threads=N" and "# Ended (code N) at <date>, elapsed time S
 # seconds". Slurm's own verdicts are reported too: state OUT_OF_MEMORY ("out of memory"),
-# CANCELLED (scancel), TIMEOUT. Ctrl-C or SIGTERM to slurm.pl cancels the job array.
+# CANCELLED (scancel), TIMEOUT. Ctrl-C or SIGTERM to slurm.pl cancels the job array (and it
+# waits for the tasks' verdicts; a second Ctrl-C stops waiting).
 #
 # How: writes a job script <log-dir>/q/<name>.sh (…/log/q becomes …/q, as in Kaldi), submits it
 # with `sbatch --parsable --array=FIRST-LAST[%K] --output=<q>/<name>.out`, and waits: each task
@@ -109,9 +110,13 @@ sub squeue_states {
   return \%states;
 }
 
+# The first signal cancels the job and waits for the tasks' verdicts; a second one gives up.
 my $cancelled = 0;
 $SIG{$_} = sub {
-  return if $cancelled++;
+  if ($cancelled++) {
+    print STDERR "$prog: interrupted again; not waiting for Slurm job $job_id\n";
+    exit 1;
+  }
   print STDERR "$prog: interrupted; cancelling Slurm job $job_id\n";
   run_capture('scancel', $job_id);
 } for qw(INT TERM HUP);

@@ -28,7 +28,12 @@ packages=(munge slurmctld slurmd slurm-client)
 say() { echo "cluster.sh: $*" >&2; }
 die() { say "$*"; exit 1; }
 
-node_state() { timeout 5 sinfo -h -N -o %t 2>/dev/null | head -n 1; }
+# The first node's state, or nothing when no controller answers (`scontrol ping` fails at once
+# then; sinfo alone retries for about 9 s).
+node_state() {
+  scontrol ping >/dev/null 2>&1 || return 0
+  timeout 5 sinfo -h -N -o %t 2>/dev/null | head -n 1
+}
 
 # Prints "name pid" for each recorded daemon that is still that program.
 live_daemons() {
@@ -146,7 +151,8 @@ stop_ours() {
 }
 
 start() {
-  local t0=$SECONDS
+  local t0
+  t0=$(date +%s.%N)
   [ "$(id -u)" = 0 ] || die "needs root (to install packages and start munged/slurmd); run it as root or start a Slurm cluster yourself"
   if ours_running && [ "$(node_state)" = idle ]; then
     say "already running (started earlier by this script)"
@@ -186,7 +192,7 @@ start() {
     stop_ours
     exit 1
   fi
-  say "cluster up in $((SECONDS - t0)) s (node localhost idle, partition shared; pids in $pid_record)"
+  say "cluster up in $(awk -v t0="$t0" -v t1="$(date +%s.%N)" 'BEGIN {printf "%.1f", t1 - t0}') s (node localhost idle, partition shared; pids in $pid_record)"
 }
 
 status() {
