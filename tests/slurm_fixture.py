@@ -1,7 +1,7 @@
 """Session fixture `slurm_cluster`: a Slurm cluster that answers `sinfo`, for tests of utils/slurm.pl;
 and parse_log, which reads the log files of the job launchers (utils/run.pl, slurm.pl, queue.pl).
 
-If no cluster answers, it starts the single-node one of tools/slurm/cluster.sh (root, Debian).
+If no cluster answers (or its node cannot run jobs), it starts the single-node one of tools/slurm/cluster.sh (root, Debian).
 When that is impossible the tests are skipped with a loud message, except under CI=true, where
 a cluster that cannot start is a test failure. The cluster is left running after the session
 (it is idle and reused by the next one); `tools/slurm/cluster.sh stop` stops it.
@@ -56,11 +56,16 @@ def _cannot_start(reason: str) -> None:
     pytest.skip(message)
 
 
+def usable(state: str) -> bool:
+    """Whether a node in this sinfo state runs jobs (idle, mixed, allocated, completing)."""
+    return state in ("idle", "mix", "alloc", "comp")
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster() -> SlurmCluster:
     """A Slurm cluster answering sinfo, started with tools/slurm/cluster.sh when none does."""
     state = node_state()
-    if state:
+    if usable(state):
         return SlurmCluster(node_state=state, start_seconds=0.0)
     t0 = time.monotonic()
     try:
@@ -70,8 +75,9 @@ def slurm_cluster() -> SlurmCluster:
         _cannot_start(f"{CLUSTER_SCRIPT} start: {err}")
     elapsed = time.monotonic() - t0
     state = node_state()
-    if proc.returncode != 0 or not state:
-        _cannot_start(f"{CLUSTER_SCRIPT} start exited {proc.returncode}: {proc.stderr.strip()}")
+    if proc.returncode != 0 or not usable(state):
+        _cannot_start(f"{CLUSTER_SCRIPT} start exited {proc.returncode} (node state "
+                      f"'{state}'): {proc.stderr.strip()}")
     return SlurmCluster(node_state=state, start_seconds=elapsed)
 
 

@@ -154,7 +154,7 @@ start() {
   local t0
   t0=$(date +%s.%N)
   [ "$(id -u)" = 0 ] || die "needs root (to install packages and start munged/slurmd); run it as root or start a Slurm cluster yourself"
-  if ours_running && [ "$(node_state)" = idle ]; then
+  if ours_running && [[ $(node_state) =~ ^(idle|mix|alloc|comp) ]]; then
     say "already running (started earlier by this script)"
     return 0
   fi
