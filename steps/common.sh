@@ -18,8 +18,12 @@ run_step() {
   shift 2
   echo "$(basename "$0"): log in $logfile" >&2
   if ! $launcher "$logfile" "$@"; then
-    echo "$(basename "$0"): failed; from $logfile:" >&2
-    grep -v '^#' "$logfile" | grep -E 'error|Error' | tail -n 3 >&2 || tail -n 5 "$logfile" >&2
+    local f
+    for f in ${logfile//JOB/*}; do
+      grep -q '^# Ended (code 0)' "$f" 2>/dev/null && continue
+      echo "$(basename "$0"): failed; from $f:" >&2
+      grep -v '^#' "$f" | grep -E 'error|Error' | tail -n 3 >&2 || tail -n 5 "$f" >&2 || true
+    done
     return 1
   fi
 }

@@ -13,7 +13,7 @@ import soundfile as sf
 from lhotse import CutSet, load_manifest
 from scipy.signal import resample_poly
 
-from neurosel.data.features import load_cmvn
+from neurosel.train.data import load_cmvn
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = ["turn on the kitchen light", "what time is it", "play some music please",
@@ -78,7 +78,7 @@ def test_prepare_and_features(corpus: Path, tmp_path: Path) -> None:
     cuts = load_manifest(fbank / "cuts_train.jsonl.gz", CutSet)
     feats = cuts[0].load_features()
     assert feats.shape[1] == 80 and feats.shape[0] == pytest.approx(cuts[0].duration * 100, abs=2)
-    mean, std = load_cmvn(fbank / "cmvn.npz")
+    mean, std = (t.double().numpy() for t in load_cmvn(fbank / "cmvn.npz"))
     stacked = np.concatenate([c.load_features() for c in cuts])
     np.testing.assert_allclose(mean, stacked.mean(0), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(std, stacked.std(0), rtol=1e-4, atol=1e-4)

@@ -108,15 +108,6 @@ def compute_cmvn(cuts: CutSet, path: Path) -> dict[str, np.ndarray]:
     return {"mean": mean, "std": std}
 
 
-def load_cmvn(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(mean, std)``, each float64 of shape (num_mel_bins,)."""
-    path = Path(path)
-    if not path.is_file():
-        raise NeuroselError(f"{path}: CMVN statistics not found (run stage 1)")
-    with np.load(path, allow_pickle=False) as z:
-        return z["mean"], z["std"]
-
-
 def compute_features(cfg: FeatureConfig, manifest_dir: str | Path, fbank_dir: str | Path,
                      splits: list[str], num_jobs: int = 1, progress: bool = False) -> None:
     """Run stage 1 for ``splits`` (cuts from stage 0's ``manifests/cuts_<split>.jsonl.gz``)."""

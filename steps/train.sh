@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Stage 3: train the CNN CTC acoustic model on <fbank-dir>/cuts_train (validation on cuts_dev)
+# with the BPE units of <lang-dir>. Resumes from the newest checkpoint in <exp-dir> by itself.
+set -euo pipefail
+
+config=
+overlay=
+overrides=
+cmd=utils/run.pl
+num_threads=2
+seed=
+force=false
+quiet=false
+help_message="Usage: $0 [options] <fbank-dir> <lang-dir> <exp-dir>
+ e.g.: $0 --config conf/train.yaml egs/synth/data/fbank egs/synth/data/lang egs/synth/exp/baseline
+Options:
+  --config <yaml>      stage config
+  --overlay <yaml>     overlay config (section 'train')
+  --overrides 'k=v ..' config overrides
+  --cmd <launcher>     job launcher
+  --num-threads <n>    threads the job asks the launcher for
+  --seed <n>           random seed (overrides the config)
+  --force <bool>       retrain even if up to date"
+. utils/parse_options.sh
+[ $# -eq 3 ] || { echo "$help_message" >&2; exit 1; }
+fbank=$1 lang=$2 dir=$3
+for f in "$fbank/cuts_train.jsonl.gz" "$fbank/cuts_dev.jsonl.gz" "$fbank/cmvn.npz" "$lang/bpe.model"; do
+  [ -f "$f" ] || { echo "$0: $f does not exist (run the earlier stages)" >&2; exit 1; }
+done
+
+. steps/common.sh
+run_step "$cmd --num-threads $num_threads" "$dir/log/train.log" \
+  python -m neurosel.bin.train $(config_opts) ${seed:+--seed $seed} "$fbank" "$lang" "$dir"
