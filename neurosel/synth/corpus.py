@@ -50,20 +50,20 @@ def make_corpus(cfg: CorpusConfig, corpus_dir: str | Path, nj: int = 2, quiet: b
         raise NeuroselError(f"--nj: must be >= 1, got {nj}")
     corpus_dir = Path(corpus_dir).resolve()
     grammar = load_grammar(cfg.grammar_path())
-    print_ = fingerprint(cfg)
+    digest = fingerprint(cfg)
     manifest_file = corpus_dir / "manifest.json"
     if manifest_file.is_file():
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-        if manifest.get("fingerprint") == print_:
+        if manifest.get("fingerprint") == digest:
             log.info("%s: corpus complete with this config and seed; nothing to do", corpus_dir)
             return manifest
     stamp = corpus_dir / ".fingerprint"
-    if stamp.is_file() and stamp.read_text(encoding="utf-8").strip() != print_:
+    if stamp.is_file() and stamp.read_text(encoding="utf-8").strip() != digest:
         raise NeuroselError(f"{corpus_dir}: made with another config or seed (see {manifest_file.name}); "
                             "remove it or choose another directory")
     engines = {e for pool in (base_voices(cfg.voices, False), base_voices(cfg.voices, True)) for e in pool}
     check_engines(cfg.voices, engines)
-    write_text(stamp, print_ + "\n")
+    write_text(stamp, digest + "\n")
     plan = plan_corpus(cfg, grammar)
     _remove_stale_temporaries(corpus_dir)
     babble = plan.splits.get(BABBLE, [])
@@ -74,7 +74,7 @@ def make_corpus(cfg: CorpusConfig, corpus_dir: str | Path, nj: int = 2, quiet: b
     _render_all(rest, cfg, corpus_dir, babble_files, nj, show, "utterances")
     splits = {name: write_data_dir(corpus_dir, plan.splits[name]) for name in split_names(cfg)}
     write_text(corpus_dir / "lm_text.txt", "".join(f"{s}\n" for s in plan.lm_text))
-    manifest = _manifest(cfg, print_, plan, splits, corpus_dir, len(grammar.vocabulary()))
+    manifest = _manifest(cfg, digest, plan, splits, corpus_dir, len(grammar.vocabulary()))
     write_json(manifest_file, manifest)
     log.info("%s: %d utterances, %.2f h", corpus_dir, manifest["totals"]["utterances"], manifest["totals"]["hours"])
     return manifest
@@ -144,7 +144,7 @@ def _remove_stale_temporaries(corpus_dir: Path) -> None:
         tmp.unlink()
 
 
-def _manifest(cfg: CorpusConfig, print_: str, plan: CorpusPlan, splits: dict[str, dict[str, Any]],
+def _manifest(cfg: CorpusConfig, digest: str, plan: CorpusPlan, splits: dict[str, dict[str, Any]],
               corpus_dir: Path, vocabulary: int) -> dict[str, Any]:
     """What was generated: config, voices and per-utterance parameters per split, and totals."""
     described = {}
@@ -155,7 +155,7 @@ def _manifest(cfg: CorpusConfig, print_: str, plan: CorpusPlan, splits: dict[str
             "speakers": sorted({u.speaker.id for u in utts}),
             "voices": sorted({u.speaker.base_voice for u in utts}),
             "parameter_summary": _summary(u.params for u in utts),
-            "utterances_params": {u.utt_id: {"speaker": u.speaker.id, **u.params} for u in utts},
+            "per_utterance": {u.utt_id: {"speaker": u.speaker.id, **u.params} for u in utts},
         }
         if utts[0].speed_factors:
             entry["speed_factors"] = list(utts[0].speed_factors)
@@ -163,7 +163,7 @@ def _manifest(cfg: CorpusConfig, print_: str, plan: CorpusPlan, splits: dict[str
             entry |= {"utterances": splits[name]["utterances"], "hours": round(splits[name]["hours"], 4)}
         described[name] = entry
     return {
-        "generator": "neurosel.synth", "fingerprint": print_, "seed": cfg.seed,
+        "generator": "neurosel.synth", "fingerprint": digest, "seed": cfg.seed,
         "config": dataclasses.asdict(cfg), "engines": engine_versions(), "sample_rate": 16000,
         "corpus_dir": str(corpus_dir), "grammar": str(cfg.grammar_path()), "vocabulary_size": vocabulary,
         "lm_sentences": len(plan.lm_text),

@@ -84,8 +84,8 @@ def plan_corpus(cfg: CorpusConfig, grammar: Grammar) -> CorpusPlan:
     seen, unseen = speaker_pool(cfg.voices, unseen=False), speaker_pool(cfg.voices, unseen=True)
     per_spk = cfg.utts_per_speaker
 
-    def speakers(split: str, pool: dict[str, list[Speaker]], n: int) -> list[Speaker]:
-        return assign_speakers(pool, weights, n, per_spk, rng_for(cfg.seed, split, "speakers"))
+    def speakers(split: str, pool: dict[str, list[Speaker]], n: int, per_speaker: int = per_spk) -> list[Speaker]:
+        return assign_speakers(pool, weights, n, per_speaker, rng_for(cfg.seed, split, "speakers"))
 
     train_spk = speakers("train", seen, sizes.train)
     train_pool = {e: sorted({s for s in train_spk if s.engine == e}, key=lambda s: s.id) for e in seen}
@@ -101,7 +101,8 @@ def plan_corpus(cfg: CorpusConfig, grammar: Grammar) -> CorpusPlan:
         splits[f"ood_adapt_{c}"] = _utterances(cfg, f"ood_adapt_{c}", adapt_text, spk[: len(adapt_text)], c)
         splits[f"ood_{c}"] = _utterances(cfg, f"ood_{c}", eval_text, spk[len(adapt_text):], c)
     if babble_text:
-        splits[BABBLE] = _utterances(cfg, BABBLE, babble_text, speakers(BABBLE, seen, len(babble_text)),
+        # one sentence per babble talker: as many different voices as the pool allows
+        splits[BABBLE] = _utterances(cfg, BABBLE, babble_text, speakers(BABBLE, seen, len(babble_text), 1),
                                      "babble_source")
     return CorpusPlan(splits, lm_text)
 

@@ -75,7 +75,7 @@ class Speaker:
     def id(self) -> str:
         """Kaldi speaker id without '-' (so that ``<spk>-...`` utterance ids sort by speaker)."""
         short = {"espeak": "es", "flite": "fl", "festival": "fe"}[self.engine]
-        name = re.sub(r"[^a-z0-9]", "", self.voice.replace("+", "x").lower())
+        name = re.sub(r"[^a-z0-9+]", "", self.voice.lower()).replace("+", "_")
         return f"{short}_{name}_s{round(self.speed * 100):03d}_p{round(self.pitch * 100):03d}"
 
     @property
