@@ -247,10 +247,11 @@ def test_other_config_in_same_dir_is_refused(corpora):
     ("voices.espeak.unseen_variants=[m3]", "voices.espeak"),
     ("speed_perturb.factors=[1.0]", "speed_perturb.factors"),
     ("sizes.train=0", "sizes.train"),
+    ("voices.espeak.weight=0", "voices: no unseen voice"),
 ])
 def test_bad_config_names_the_key(override, key, tmp_path):
     with pytest.raises(NeuroselError, match=re.escape(key)):
-        make_corpus(small_config(override), tmp_path, quiet=True)
+        make_corpus(small_config(override, "voices.flite.unseen=[]"), tmp_path, quiet=True)
 
 
 def test_unknown_voice_names_the_key(tmp_path):

@@ -92,8 +92,7 @@ def fingerprint(cfg: CorpusConfig) -> str:
 def write_data_dir(corpus_dir: Path, utts: list[Utterance]) -> dict[str, Any]:
     """Write ``data/<split>/`` for one split's utterances (and their speed-perturbed copies).
 
-    Returns ``{"utterances": n, "hours": h, "durations": {utt: seconds}}``. Raises
-    ``NeuroselError`` if any wav is missing.
+    Returns ``{"utterances": n, "hours": h}``. Raises ``NeuroselError`` if any wav is missing.
     """
     rows: list[tuple[str, str, str, Path]] = []
     for u in utts:
@@ -115,7 +114,7 @@ def write_data_dir(corpus_dir: Path, utts: list[Utterance]) -> dict[str, Any]:
     write_text(out / "spk2utt", _lines((spk, " ".join(u)) for spk, u in sorted(spk2utt.items(),
                                                                                key=lambda kv: kv[0].encode())))
     write_text(out / "utt2dur", _lines((utt, f"{d:.4f}") for utt, d in durations.items()))
-    return {"utterances": len(rows), "hours": sum(durations.values()) / 3600, "durations": durations}
+    return {"utterances": len(rows), "hours": sum(durations.values()) / 3600}
 
 
 def _render_all(utts: list[Utterance], cfg: CorpusConfig, corpus_dir: Path, babble_files: tuple[Path, ...],

@@ -133,7 +133,7 @@ def draw_params(cfg: CorpusConfig, condition: str, rng: np.random.Generator) -> 
     if condition in ("noise", "reverb_noise"):
         noise = cfg.noise if condition == "noise" else cfg.reverb_noise
         params["snr_db"] = uniform(noise.snr_db)
-        if cfg.sizes.babble_sources > 0 and rng.random() < noise.babble_share:
+        if rng.random() < noise.babble_share:
             lo, hi = noise.babble_talkers
             talkers = int(rng.integers(lo, hi + 1))
             chosen = rng.choice(cfg.sizes.babble_sources, size=min(talkers, cfg.sizes.babble_sources), replace=False)

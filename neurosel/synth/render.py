@@ -42,23 +42,20 @@ def output_paths(corpus_dir: Path, utt: Utterance) -> list[Path]:
     return [wav_path(corpus_dir, utt.split, i) for i in ids]
 
 
-def make_utterance(utt: Utterance, cfg: CorpusConfig, corpus_dir: Path, babble_files: tuple[Path, ...]) -> int:
-    """Write the utterance's wav files that do not exist yet (each atomically); return how many.
+def make_utterance(utt: Utterance, cfg: CorpusConfig, corpus_dir: Path, babble_files: tuple[Path, ...]) -> None:
+    """Write the utterance's wav files that do not exist yet, each atomically.
 
     ``babble_files`` are the babble source wavs in plan order (needed by noisy conditions only).
     """
     paths = output_paths(corpus_dir, utt)
     if all(p.is_file() for p in paths):
-        return 0
+        return
     audio = render(utt, cfg, babble_files)
     signals = [audio] + [cond.peak_limit(cond.speed_perturb(audio, f)) for f in utt.speed_factors]
-    written = 0
     for path, signal in zip(paths, signals):
         if not path.is_file():
             with atomic_path(path) as tmp:
                 sf.write(tmp, cond.to_int16(signal), SAMPLE_RATE, subtype="PCM_16", format="WAV")
-            written += 1
-    return written
 
 
 def render(utt: Utterance, cfg: CorpusConfig, babble_files: tuple[Path, ...]) -> np.ndarray:

@@ -172,9 +172,9 @@ def check_voice_config(cfg: VoiceConfig) -> None:
             if not named.train:
                 raise NeuroselError(f"voices.{engine}.train: empty list while voices.{engine}.weight > 0")
             _disjoint(f"voices.{engine}", named.train, named.unseen)
-            stray = sorted(set(named.f0_hz) - set(named.train) - set(named.unseen))
-            if stray:
-                raise NeuroselError(f"voices.{engine}.f0_hz: '{stray[0]}' is not a listed voice")
+    if not any(base_voices(cfg, unseen=True).values()):
+        raise NeuroselError("voices: no unseen voice for test and OOD (voices.espeak.unseen_variants, "
+                            "voices.flite.unseen, voices.festival.unseen)")
 
 
 def _has_pitch(cfg: VoiceConfig, engine: str, voice: str) -> bool:
