@@ -24,7 +24,7 @@ stage=0
 stop_stage=100
 workdir=
 nj=2
-cmd=
+cmd=auto
 seed=42
 corpus_size=default
 force=false
@@ -36,7 +36,7 @@ Options:
   --stop-stage <n>       last stage to run (default: all)
   --workdir <dir>        where data/ and exp/ go (default: egs/<recipe>[/<size>])
   --nj <n>               parallel jobs (default: $nj)
-  --cmd <launcher>       job launcher for every stage, overriding egs/<recipe>/cmd.sh
+  --cmd <launcher>       job launcher for every stage (default auto: egs/<recipe>/cmd.sh)
   --seed <n>             random seed (default: $seed)
   --corpus-size <size>   default, or a size with an overlay conf/<size>.yaml (e.g. tiny)
   --force <bool>         redo stages even if up to date
@@ -63,7 +63,7 @@ data=$workdir/data
 exp=$workdir/exp
 
 . "$recipe_dir/cmd.sh"
-if [ -n "$cmd" ]; then train_cmd=$cmd; decode_cmd=$cmd; cpu_cmd=$cmd; fi
+if [ "$cmd" != auto ]; then train_cmd=$cmd; decode_cmd=$cmd; cpu_cmd=$cmd; fi
 opts="--overlay $overlay --force $force"
 [ -n "$overlay" ] || opts="--force $force"
 log "recipe $recipe, work dir $workdir, stages $stage..$stop_stage, seed $seed, nj $nj"
@@ -86,8 +86,10 @@ fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   log "stage 2: lang"
-  steps/prepare_lang.sh $opts --cmd "$cpu_cmd" --config "$conf/lang.yaml" \
-    "$data/kaldi/train/text" "$data/lang"
+  # LM text: a recipe's own (data/local/lm_text, e.g. the synthetic grammar's), else train's transcripts
+  lm_text=$data/kaldi/train/text
+  [ -f "$data/local/lm_text" ] && lm_text=$data/local/lm_text
+  steps/prepare_lang.sh $opts --cmd "$cpu_cmd" --config "$conf/lang.yaml" "$lm_text" "$data/lang"
 fi
 
 log "done (stages $stage..$stop_stage)"

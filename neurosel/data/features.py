@@ -4,7 +4,9 @@ Outputs under ``<fbank_dir>``: ``cuts_<split>.jsonl.gz`` (cuts with features att
 ``feats_<split>/`` (Lilcom chunky storage), ``cmvn.npz`` (``mean``, ``std`` over the training
 features, float64), and with ``write_kaldi`` also ``kaldi/<split>/feats.{ark,scp}`` via kaldiio.
 Lhotse's torch Fbank was measured at about 1700x real time on one core here, about three times
-kaldi-native-fbank's speed through its Python frame loop, so it is the extractor.
+kaldi-native-fbank's speed through its Python frame loop, so it is the extractor. It runs with
+one torch thread: on these short FFTs a second intra-op thread made it six times slower, and a
+process pool only pays off for large splits (``PARALLEL_MIN_CUTS``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from neurosel.errors import NeuroselError
 from neurosel.io import atomic_path
 
 log = logging.getLogger(__name__)
+
+PARALLEL_MIN_CUTS = 2000
 
 
 @dataclass
@@ -65,7 +69,7 @@ def compute_split(cuts: CutSet, cfg: FeatureConfig, fbank_dir: Path, split: str,
     with_feats = cuts.compute_and_store_features(
         extractor=extractor(cfg, rate),
         storage_path=storage,
-        num_jobs=num_jobs,
+        num_jobs=num_jobs if len(cuts) >= PARALLEL_MIN_CUTS else 1,
         storage_type=LilcomChunkyWriter,
         progress_bar=progress,
     ).to_eager()
@@ -111,6 +115,9 @@ def compute_cmvn(cuts: CutSet, path: Path) -> dict[str, np.ndarray]:
 def compute_features(cfg: FeatureConfig, manifest_dir: str | Path, fbank_dir: str | Path,
                      splits: list[str], num_jobs: int = 1, progress: bool = False) -> None:
     """Run stage 1 for ``splits`` (cuts from stage 0's ``manifests/cuts_<split>.jsonl.gz``)."""
+    import torch
+
+    torch.set_num_threads(1)
     manifest_dir, fbank_dir = Path(manifest_dir), Path(fbank_dir)
     if cfg.cmvn_split not in splits:
         raise NeuroselError(f"CMVN split '{cfg.cmvn_split}' is not among the splits ({', '.join(splits)})")

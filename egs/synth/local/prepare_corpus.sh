@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # egs/synth, stage 0, corpus part: synthesise the embedded corpus into <work-dir>/corpus
-# (Kaldi data dirs per split under corpus/data, audio under corpus/wav, manifest.json).
+# (Kaldi data dirs per split under corpus/data, audio under corpus/wav, manifest.json) and give
+# stage 2 its LM text as <work-dir>/data/local/lm_text (Kaldi text format): the training sentences
+# plus more from the grammar, never a dev, test or OOD sentence.
 # Resumable: finished audio is kept; a complete corpus with the same config and seed is a no-op.
 set -euo pipefail
 
@@ -18,3 +20,7 @@ args=(--config "$conf/corpus.yaml" --seed "$seed" --nj "$nj")
 [ -n "$overlay" ] && args+=(--overlay "$overlay")
 [ "$quiet" = true ] && args+=(--quiet)
 python local/make_synth_corpus.py "${args[@]}" "$workdir/corpus"
+
+mkdir -p "$workdir/data/local"
+awk '{ printf "lm-%06d %s\n", NR, $0 }' "$workdir/corpus/lm_text.txt" > "$workdir/data/local/.lm_text.tmp"
+mv "$workdir/data/local/.lm_text.tmp" "$workdir/data/local/lm_text"
