@@ -16,7 +16,7 @@ Options:
   --overlay <yaml>     overlay config (section 'features')
   --overrides 'k=v ..' config overrides
   --cmd <launcher>     job launcher
-  --nj <n>             parallel extraction processes
+  --nj <n>             parallel jobs (each computes 1/n of every split)
   --force <bool>       redo even if up to date"
 . utils/parse_options.sh
 [ $# -eq 2 ] || { echo "$help_message" >&2; exit 1; }
@@ -25,5 +25,11 @@ fbank=$2
 [ -d "$data/manifests" ] || { echo "$0: $data/manifests does not exist (run stage 0)" >&2; exit 1; }
 
 . steps/common.sh
-run_step "$cmd --num-threads $nj" "$fbank/log/features.log" \
-  python -m neurosel.bin.features $(config_opts) --nj "$nj" "$data" "$fbank"
+if python -m neurosel.bin.features status $(config_opts) "$data" "$fbank"; then
+  exit 0
+fi
+force=false
+run_step "$cmd JOB=1:$nj" "$fbank/log/features.JOB.log" \
+  python -m neurosel.bin.features compute $(config_opts) --job JOB --num-jobs "$nj" "$data" "$fbank"
+run_step "$cmd" "$fbank/log/merge.log" \
+  python -m neurosel.bin.features merge $(config_opts) --num-jobs "$nj" "$data" "$fbank"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -73,9 +74,11 @@ def test_prepare_and_features(corpus: Path, tmp_path: Path) -> None:
     assert again.returncode == 0 and "up to date" in again.stderr
 
     fbank = tmp_path / "fbank"
-    r = run("neurosel.bin.features", "--set", "write_kaldi=true", str(data), str(fbank))
+    r = make_fbank("--nj", "2", "--overrides", "write_kaldi=true", str(data), str(fbank))
     assert r.returncode == 0, r.stderr
+    assert (fbank / "log" / "features.2.log").is_file() and not (fbank / "parts").exists()
     cuts = load_manifest(fbank / "cuts_train.jsonl.gz", CutSet)
+    assert list(cuts.ids) == sorted(cuts.ids) and len(cuts) == 4
     feats = cuts[0].load_features()
     assert feats.shape[1] == 80 and feats.shape[0] == pytest.approx(cuts[0].duration * 100, abs=2)
     mean, std = (t.double().numpy() for t in load_cmvn(fbank / "cmvn.npz"))
@@ -86,11 +89,21 @@ def test_prepare_and_features(corpus: Path, tmp_path: Path) -> None:
 
     ark = dict(kaldiio.load_scp(str(fbank / "kaldi" / "train" / "feats.scp")))
     np.testing.assert_array_equal(ark[cuts[0].id], feats)
-    # a config change redoes the stage and says why
-    r = run("neurosel.bin.features", "--set", "write_kaldi=true", "--set", "num_mel_bins=40",
-            str(data), str(fbank))
+    # one job computes the same features as two
+    one = tmp_path / "fbank1"
+    assert make_fbank("--nj", "1", "--overrides", "write_kaldi=true", str(data), str(one)).returncode == 0
+    np.testing.assert_array_equal(load_manifest(one / "cuts_train.jsonl.gz", CutSet)[cuts[0].id].load_features(), feats)
+    # up to date: skipped; a config change redoes the stage and says why
+    r = make_fbank("--nj", "2", "--overrides", "write_kaldi=true", str(data), str(fbank))
+    assert r.returncode == 0 and "up to date" in r.stderr
+    r = make_fbank("--nj", "2", "--overrides", "write_kaldi=true num_mel_bins=40", str(data), str(fbank))
     assert r.returncode == 0 and "changed" in r.stderr
     assert load_manifest(fbank / "cuts_dev.jsonl.gz", CutSet)[0].load_features().shape[1] == 40
+
+
+def make_fbank(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run(["steps/make_fbank.sh", *args], capture_output=True, text=True, cwd=ROOT, env=env)
 
 
 def broken_copy(corpus: Path, tmp_path: Path) -> Path:

@@ -1,42 +1,56 @@
-"""Stage 1: ``python -m neurosel.bin.features [--config conf/features.yaml] <data-dir> <fbank-dir>``.
+"""Stage 1: log-mel fbank for every split stage 0 wrote, in Kaldi-style jobs:
 
-Computes log-mel fbank for every split that stage 0 wrote (``<data-dir>/manifests/cuts_*``),
-stores it with Lilcom under ``<fbank-dir>``, and the global CMVN statistics.
+``python -m neurosel.bin.features compute [cfg] --job J --num-jobs N <data-dir> <fbank-dir>``
+    job J of N: features of every N-th cut of each split, stored with Lilcom
+``python -m neurosel.bin.features merge [cfg] --num-jobs N <data-dir> <fbank-dir>``
+    one ``cuts_<split>.jsonl.gz`` per split, ``cmvn.npz``, the ``.done`` marker
+``python -m neurosel.bin.features status [cfg] <data-dir> <fbank-dir>``
+    exit 0 if up to date, 1 otherwise
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from neurosel import config as C
 from neurosel.cli import config_args, run_main, show_progress
-from neurosel.data.features import FeatureConfig, compute_features
-from neurosel.errors import NeuroselError
-from neurosel.stage import run_once
+from neurosel.data.features import FeatureConfig, compute_job, merge_jobs, split_names
+from neurosel.stage import clear, fingerprint, mark_done, status
+
+log = logging.getLogger("neurosel.features")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="features", description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["compute", "merge", "status"])
     config_args(parser)
-    parser.add_argument("--nj", type=int, default=1, help="parallel feature extraction processes")
+    parser.add_argument("--job", type=int, default=1)
+    parser.add_argument("--num-jobs", type=int, default=1)
     parser.add_argument("--force", action="store_true", help="redo even if up to date")
     parser.add_argument("data_dir", type=Path)
     parser.add_argument("fbank_dir", type=Path)
     args = parser.parse_args(argv)
     cfg = C.resolve(FeatureConfig, args.config, args.overlay, "features", args.overrides)
     manifests = args.data_dir / "manifests"
-    cut_files = sorted(manifests.glob("cuts_*.jsonl.gz"))
-    if not cut_files:
-        raise NeuroselError(f"{manifests}: no cuts_*.jsonl.gz (run stage 0)")
-    splits = [p.name[len("cuts_"):-len(".jsonl.gz")] for p in cut_files]
+    names = split_names(manifests)
+    digest = fingerprint(C.to_dict(cfg), [manifests / f"cuts_{n}.jsonl.gz" for n in names])
 
-    def work() -> None:
-        compute_features(cfg, manifests, args.fbank_dir, splits, num_jobs=args.nj,
-                         progress=show_progress(args))
-        C.save(cfg, args.fbank_dir / "features.yaml")
-
-    run_once("stage 1 (features)", args.fbank_dir, C.to_dict(cfg), cut_files, work, force=args.force)
+    if args.action == "status":
+        state = status(args.fbank_dir, digest)
+        if state == "done" and not args.force:
+            log.info("stage 1 (features): up to date in %s, skipping (use --force to redo)", args.fbank_dir)
+            return 0
+        log.info("stage 1 (features): %s", "running" if state == "new" else "config or inputs changed, redoing")
+        return 1
+    if args.action == "compute":
+        clear(args.fbank_dir)
+        compute_job(cfg, manifests, args.fbank_dir, args.job, args.num_jobs, show_progress(args))
+        return 0
+    merge_jobs(cfg, manifests, args.fbank_dir, args.num_jobs)
+    C.save(cfg, args.fbank_dir / "features.yaml")
+    mark_done(args.fbank_dir, digest, stage="features", splits=names)
     return 0
 
 

@@ -1,12 +1,13 @@
 """Stage 1: log-mel filterbank features with Lhotse, stored with Lilcom, and global CMVN.
 
 Outputs under ``<fbank_dir>``: ``cuts_<split>.jsonl.gz`` (cuts with features attached),
-``feats_<split>/`` (Lilcom chunky storage), ``cmvn.npz`` (``mean``, ``std`` over the training
+``feats_<split>/<job>.lca`` (Lilcom chunky storage, one file per job), ``cmvn.npz`` (``mean``, ``std`` over the training
 features, float64), and with ``write_kaldi`` also ``kaldi/<split>/feats.{ark,scp}`` via kaldiio.
 Lhotse's torch Fbank was measured at about 1700x real time on one core here, about three times
-kaldi-native-fbank's speed through its Python frame loop, so it is the extractor. It runs with
-one torch thread: on these short FFTs a second intra-op thread made it six times slower, and a
-process pool only pays off for large splits (``PARALLEL_MIN_CUTS``).
+kaldi-native-fbank's speed through its Python frame loop, so it is the extractor. It runs in
+one process with one torch thread: on these short FFTs a second intra-op thread made it six times
+slower, and Lhotse's process pool (spawned workers, each re-importing torch) was slower still;
+large corpora fan out over jobs instead (``steps/make_fbank.sh --nj``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from neurosel.errors import NeuroselError
 from neurosel.io import atomic_path
 
 log = logging.getLogger(__name__)
-
-PARALLEL_MIN_CUTS = 2000
 
 
 @dataclass
@@ -53,31 +52,48 @@ def extractor(cfg: FeatureConfig, sampling_rate: int) -> Fbank:
     )
 
 
-def compute_split(cuts: CutSet, cfg: FeatureConfig, fbank_dir: Path, split: str, num_jobs: int = 1,
-                  progress: bool = False) -> CutSet:
-    """Compute and store features for one split; write ``cuts_<split>.jsonl.gz`` atomically.
+def compute_share(cuts: CutSet, cfg: FeatureConfig, fbank_dir: Path, split: str, job: int, num_jobs: int,
+                  progress: bool = False) -> Path:
+    """Job ``job`` (1-based) of ``num_jobs``: compute and store the features of every
+    ``num_jobs``-th cut of ``split`` into ``feats_<split>/<job>.lca``; write the cuts to
+    ``parts/cuts_<split>.<job>.jsonl.gz`` atomically and return that path.
 
-    The storage folder is rebuilt from scratch, so a killed earlier run leaves no partial chunks
-    that the new manifest could point into.
+    The job's storage file is rewritten from scratch, so a killed earlier run leaves no partial
+    chunks that the new manifest could point into.
     """
     if len(cuts) == 0:
         raise NeuroselError(f"split '{split}' has no cuts")
-    rate = cuts[0].sampling_rate
-    storage = fbank_dir / f"feats_{split}"
-    if storage.exists():
-        shutil.rmtree(storage)
-    with_feats = cuts.compute_and_store_features(
-        extractor=extractor(cfg, rate),
+    ids = sorted(cuts.ids)[job - 1 :: num_jobs]
+    storage = fbank_dir / f"feats_{split}" / str(job)
+    storage.parent.mkdir(parents=True, exist_ok=True)
+    storage.with_suffix(".lca").unlink(missing_ok=True)
+    with_feats = cuts.subset(cut_ids=ids).compute_and_store_features(
+        extractor=extractor(cfg, cuts[0].sampling_rate),
         storage_path=storage,
-        num_jobs=num_jobs if len(cuts) >= PARALLEL_MIN_CUTS else 1,
+        num_jobs=1,
         storage_type=LilcomChunkyWriter,
         progress_bar=progress,
     ).to_eager()
-    with atomic_path(fbank_dir / f"cuts_{split}.jsonl.gz") as tmp:
+    part = fbank_dir / "parts" / f"cuts_{split}.{job}.jsonl.gz"
+    with atomic_path(part) as tmp:
         with_feats.to_file(tmp)
+    return part
+
+
+def merge_shares(cfg: FeatureConfig, fbank_dir: Path, split: str, num_jobs: int) -> CutSet:
+    """Join the jobs' parts of ``split`` into ``cuts_<split>.jsonl.gz`` (sorted by id)."""
+    parts = []
+    for job in range(1, num_jobs + 1):
+        path = fbank_dir / "parts" / f"cuts_{split}.{job}.jsonl.gz"
+        if not path.is_file():
+            raise NeuroselError(f"{path}: missing (feature job {job} of {num_jobs} did not finish)")
+        parts.extend(load_manifest(path, CutSet))
+    cuts = CutSet.from_cuts(sorted(parts, key=lambda c: c.id))
+    with atomic_path(fbank_dir / f"cuts_{split}.jsonl.gz") as tmp:
+        cuts.to_file(tmp)
     if cfg.write_kaldi:
-        write_kaldi_feats(with_feats, fbank_dir / "kaldi" / split)
-    return with_feats
+        write_kaldi_feats(cuts, fbank_dir / "kaldi" / split)
+    return cuts
 
 
 def write_kaldi_feats(cuts: CutSet, out_dir: Path) -> None:
@@ -112,22 +128,35 @@ def compute_cmvn(cuts: CutSet, path: Path) -> dict[str, np.ndarray]:
     return {"mean": mean, "std": std}
 
 
-def compute_features(cfg: FeatureConfig, manifest_dir: str | Path, fbank_dir: str | Path,
-                     splits: list[str], num_jobs: int = 1, progress: bool = False) -> None:
-    """Run stage 1 for ``splits`` (cuts from stage 0's ``manifests/cuts_<split>.jsonl.gz``)."""
+def split_names(manifest_dir: Path) -> list[str]:
+    """The splits stage 0 wrote (``manifests/cuts_<split>.jsonl.gz``)."""
+    names = [p.name[len("cuts_"):-len(".jsonl.gz")] for p in sorted(manifest_dir.glob("cuts_*.jsonl.gz"))]
+    if not names:
+        raise NeuroselError(f"{manifest_dir}: no cuts_*.jsonl.gz (run stage 0)")
+    return names
+
+
+def compute_job(cfg: FeatureConfig, manifest_dir: str | Path, fbank_dir: str | Path, job: int, num_jobs: int,
+                progress: bool = False) -> None:
+    """Stage 1, job ``job`` of ``num_jobs``: its share of every split."""
     import torch
 
     torch.set_num_threads(1)
     manifest_dir, fbank_dir = Path(manifest_dir), Path(fbank_dir)
+    for split in split_names(manifest_dir):
+        cuts = load_manifest(manifest_dir / f"cuts_{split}.jsonl.gz", CutSet)
+        compute_share(cuts, cfg, fbank_dir, split, job, num_jobs, progress)
+
+
+def merge_jobs(cfg: FeatureConfig, manifest_dir: str | Path, fbank_dir: str | Path, num_jobs: int) -> None:
+    """Stage 1 after its jobs: one manifest per split and the CMVN statistics."""
+    manifest_dir, fbank_dir = Path(manifest_dir), Path(fbank_dir)
+    splits = split_names(manifest_dir)
     if cfg.cmvn_split not in splits:
         raise NeuroselError(f"CMVN split '{cfg.cmvn_split}' is not among the splits ({', '.join(splits)})")
-    fbank_dir.mkdir(parents=True, exist_ok=True)
     for split in splits:
-        path = manifest_dir / f"cuts_{split}.jsonl.gz"
-        if not path.is_file():
-            raise NeuroselError(f"{path}: no cuts for split '{split}' (run stage 0)")
-        cuts = load_manifest(path, CutSet)
-        with_feats = compute_split(cuts, cfg, fbank_dir, split, num_jobs=num_jobs, progress=progress)
-        log.info("features for %s: %d cuts", split, len(with_feats))
+        cuts = merge_shares(cfg, fbank_dir, split, num_jobs)
+        log.info("features for %s: %d cuts", split, len(cuts))
         if split == cfg.cmvn_split:
-            compute_cmvn(with_feats, fbank_dir / "cmvn.npz")
+            compute_cmvn(cuts, fbank_dir / "cmvn.npz")
+    shutil.rmtree(fbank_dir / "parts", ignore_errors=True)
