@@ -9,7 +9,9 @@ folded into ``model.pt``.
 Training stops at the first of ``num_epochs``, ``max_steps`` and ``max_minutes`` (training wall
 time summed over resumed runs); whichever stops it, the state is checkpointed, so running the same
 command again continues a killed run exactly (same batches, RNG streams and optimizer state) and
-finishes a completed one at once. Raising ``max_steps``/``num_epochs`` continues a finished run.
+finishes a completed one at once. Raising ``max_steps``/``num_epochs`` continues a finished run
+(with ``lr_schedule: cosine`` the rest of the schedule then stretches to the new length). Other
+config changes are refused on resume: they would make the run a mix of two experiments.
 
 Writes in ``exp_dir``: ``checkpoint-<step>.pt``, ``best.pt`` (lowest validation loss, unfolded),
 ``model.pt``, ``config.yaml``, ``log/train.log``, ``tensorboard/``, ``loss.png``.
@@ -270,8 +272,7 @@ def _train(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: Pat
             progress.epoch += 1
             sampler.set_epoch(progress.epoch)
             checkpoint()
-        saved = list_checkpoints(exp_dir)
-        if not saved or saved[-1] != exp_dir / f"checkpoint-{progress.step}.pt":
+        if not progress.valid or progress.valid[-1][0] != progress.step:
             validate()
             checkpoint()
     finally:
@@ -298,7 +299,7 @@ def finalize(cfg: TrainConfig, exp_dir: Path, progress: Progress) -> Path:
     path = exp_dir / "model.pt"
     save_model(model, path, train_config=asdict(cfg), step=progress.step, sources=[p.name for p in sources])
     plot_losses(progress.train_losses, progress.valid, exp_dir / "loss.png")
-    log.info("wrote %s from %s (step %d, epoch %d, %.1f min, best validation loss %.4f)", path,
-             ", ".join(p.name for p in sources), progress.step, progress.epoch, progress.elapsed_s / 60,
-             progress.best_valid_loss)
+    log.info("wrote %s from %s; %d steps, %d epochs, %.1f min, %.0f frames/s, best validation loss %.4f",
+             path, ", ".join(p.name for p in sources), progress.step, progress.epoch, progress.elapsed_s / 60,
+             progress.frames / max(progress.elapsed_s, 1e-9), progress.best_valid_loss)
     return path
