@@ -92,4 +92,19 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   steps/prepare_lang.sh $opts --cmd "$cpu_cmd" --config "$conf/lang.yaml" "$lm_text" "$data/lang"
 fi
 
+test_sets=$(cd "$data/fbank" 2>/dev/null && ls cuts_*.jsonl.gz 2>/dev/null | sed 's/cuts_\(.*\).jsonl.gz/\1/' \
+  | grep -E '^(test|ood_[a-z_]+)$' | grep -v '^ood_adapt_' | paste -sd, || true)
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  log "stage 3: train"
+  steps/train.sh $opts --cmd "$train_cmd" --seed "$seed" --config "$conf/train.yaml" \
+    "$data/fbank" "$data/lang" "$exp/baseline"
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  log "stage 4: decode baseline on $test_sets (LM weight tuned on dev)"
+  steps/decode.sh $opts --cmd "$decode_cmd" --nj "$nj" --tune true --config "$conf/decode.yaml" \
+    "$exp/baseline/model.pt" "$data/lang" "$data/fbank" "$exp/decode/baseline" "dev,$test_sets"
+fi
+
 log "done (stages $stage..$stop_stage)"
