@@ -41,6 +41,7 @@ Options:
   --corpus-size <size>   default, or a size with an overlay conf/<size>.yaml (e.g. tiny)
   --force <bool>         redo stages even if up to date
   --quiet <bool>         no progress bars"
+invocation="$0 $*"
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$help_message" >&2; exit 1; }
 
@@ -105,6 +106,16 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "stage 4: decode baseline on $test_sets (LM weight tuned on dev)"
   steps/decode.sh $opts --cmd "$decode_cmd" --nj "$nj" --tune true --config "$conf/decode.yaml" \
     "$exp/baseline/model.pt" "$data/lang" "$data/fbank" "$exp/decode/baseline" "dev,$test_sets"
+fi
+
+if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
+  log "stage 8: report"
+  # the default run of a recipe also refreshes its tracked RESULTS.md
+  copy=
+  [ "$workdir" = "$recipe_dir" ] && copy=$recipe_dir/RESULTS.md
+  steps/report.sh --recipe "$recipe" --seed "$seed" --copy-to "$copy" --command "$invocation" "$workdir"
+  sed -n '/^## What the data say/,/^## Claim 1/p' "$exp/RESULTS.md" | sed '$d'
+  log "results: $exp/results.json, $exp/RESULTS.md"
 fi
 
 log "done (stages $stage..$stop_stage)"

@@ -1,0 +1,36 @@
+"""Stage 8: ``python -m neurosel.bin.report [--recipe NAME] [--seed N] [--copy-to RESULTS.md] <work-dir>``.
+
+Collects every scored decode dir under ``<work-dir>/exp/decode`` with the saliency and pruning
+outputs into ``exp/results.json``, ``exp/RESULTS.md`` and ``exp/plots/``; ``--copy-to`` also
+writes the tables (and the plots beside them) to a tracked file such as ``egs/synth/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from neurosel.cli import run_main
+from neurosel.report.build import build_report
+
+log = logging.getLogger("neurosel.report")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="report", description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="synth")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--command", default="./run.sh", help="the command that produced the run")
+    parser.add_argument("--copy-to", type=Path, help="also write RESULTS.md (and plots/) here")
+    parser.add_argument("workdir", type=Path)
+    args = parser.parse_args(argv)
+    repo = Path(__file__).resolve().parents[2]
+    doc = build_report(args.workdir, args.recipe, args.seed, args.command, repo, args.copy_to)
+    log.info("%d systems on %d test sets -> %s", len(doc["systems"]), len(doc["test_sets"]),
+             args.workdir / "exp" / "RESULTS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

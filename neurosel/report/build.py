@@ -1,0 +1,132 @@
+"""Stage 8: ``exp/results.json``, ``exp/RESULTS.md`` and ``exp/plots/*.png`` from a run's decode
+dirs, saliency and pruning outputs. Every number comes from a file the run wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+from neurosel.io import atomic_path, write_json, write_text
+from neurosel.report.collect import collect, read_wer
+from neurosel.report.markdown import (adaptation_section, cell, comparisons_section, criteria_section, mean_wer,
+                                      pruning_section, table)
+from neurosel.report.plots import plot_adaptation_losses, plot_pruning_curve, plot_wer_bars
+from neurosel.report.results import Comparison, paper_comparisons, results_json
+
+
+def git_revision(repo: Path) -> str:
+    """``<sha>`` of HEAD, with ``-dirty`` when the tree has uncommitted changes."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def environment() -> str:
+    import torch
+
+    return (f"Python {platform.python_version()}, torch {torch.__version__}, "
+            f"{platform.machine()} with {os.cpu_count()} cores")
+
+
+def verdicts(summary: dict, comparisons: list[Comparison], ood: list[str]) -> list[str]:
+    """Plain statements of whether the paper's claims 2 and 3 hold here, from the numbers."""
+    out = []
+    base = mean_wer(summary, "baseline", ood)
+    hh = mean_wer(summary, "prune_hyper_hypo", ood)
+    if base is not None and hh is not None:
+        holds = "holds" if hh < base else "does not hold"
+        out.append(f"Claim 2 (removing hyper+hypo neurons improves OOD WER) {holds} here: mean OOD WER "
+                   f"{hh:.2f} after removal vs {base:.2f} for the baseline.")
+    for c in comparisons:
+        r = c.result
+        better = r.difference < 0
+        sure = r.ci_high < 0 or r.ci_low > 0
+        out.append(f"{c.name}: {c.system_b} {'beats' if better else 'does not beat'} {c.system_a} "
+                   f"({r.wer_b:.2f} vs {r.wer_a:.2f}, difference {r.difference:+.2f}, 95% CI "
+                   f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}], p(B better) {r.p_b_better:.3f}; "
+                   f"{'significant' if sure else 'not significant'} at 95%).")
+    return out
+
+
+def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo: str | Path,
+                 out_copy: str | Path | None = None) -> dict:
+    """Write ``<workdir>/exp/{results.json,RESULTS.md,plots/}``; with ``out_copy`` (the recipe's
+    tracked ``RESULTS.md`` for the default run) also a copy whose plots sit beside it."""
+    exp = Path(workdir) / "exp"
+    systems = collect(exp / "decode")
+    doc = results_json(recipe, systems, seed)
+    summary = doc["systems"]
+    test_sets = doc["test_sets"]
+    ood = [t for t in test_sets if t.startswith("ood_")]
+    conditions = [t[len("ood_"):] for t in ood]
+    comparisons = paper_comparisons(systems, summary)
+    doc["comparisons"] = [{"name": c.name, "a": c.system_a, "b": c.system_b, "test_sets": c.test_sets,
+                           **{k: float(v) for k, v in vars(c.result).items()}} for c in comparisons]
+    write_json(exp / "results.json", doc)
+
+    plots = exp / "plots"
+    figures = []
+    prune_systems = ["baseline"] + sorted(s for s in summary if s.startswith("prune_") and "_nofold" not in s)
+    if plot_wer_bars(plots / "pruning_wer.png", summary, prune_systems, test_sets, "Pruned systems"):
+        figures.append(("WER of the pruned systems", "pruning_wer.png"))
+    adapt_systems = ["baseline"] + sorted(s for s in summary if s.startswith("adapt_") and not s.endswith("_pooled"))
+    if plot_wer_bars(plots / "adaptation_wer.png", summary, adapt_systems, ood, "Adapted systems, per condition"):
+        figures.append(("WER per adaptation system and condition", "adaptation_wer.png"))
+    if plot_pruning_curve(plots / "pruning_curve.png", summary, ood):
+        figures.append(("Mean OOD WER against the share of FC neurons removed", "pruning_curve.png"))
+    if plot_adaptation_losses(plots / "adaptation_losses.png", exp / "adapt"):
+        figures.append(("Pseudo-label loss during adaptation", "adaptation_losses.png"))
+
+    prune_info = {}
+    for f in sorted((exp / "prune").glob("*/prune.json")):
+        prune_info[f.parent.name.split(".s")[0]] = json.loads(f.read_text())
+
+    pseudo = []
+    for c in conditions:
+        wer_file = exp / "decode" / "baseline" / f"ood_adapt_{c}" / "wer"
+        if wer_file.is_file():
+            pseudo.append([c, f"{read_wer(wer_file)[0]:.2f}"])
+
+    md = [f"# Results: {recipe}\n",
+          f"Generated by stage 8 of `{command}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+          f"git revision `{git_revision(Path(repo))}`, {environment()}. Seeds: {doc['seeds']}. "
+          "Every number below is read from this run's files; WER in percent, mean ± std (number of seeds) "
+          "where a system ran with several seeds.\n",
+          "## What the data say\n", "\n".join(f"- {v}" for v in verdicts(summary, comparisons, ood)) + "\n",
+          "## Baseline\n",
+          table(["set", "WER"], [[t, cell(summary.get("baseline", {}).get(t))] for t in ["dev"] + test_sets]),
+          "## Claim 1: do pruning criteria select hyper and hypo neurons?\n",
+          "For a budget equal to the number of hyper+hypo neurons of each layer, the share of each criterion's "
+          "selection that is hyper, hypo or normal, and its precision, recall and Jaccard index against the "
+          "hyper+hypo set, per reference set.\n",
+          criteria_section(exp / "saliency"),
+          "## Claim 2: removing hyper and hypo neurons\n",
+          pruning_section(summary, test_sets, prune_info),
+          "## Claim 3: unsupervised adaptation\n",
+          "Pseudo-label WER of the baseline on each adaptation set (for this report only; no transcript of an "
+          "adaptation set is used for training, except by the oracle upper bound):\n",
+          table(["condition", "pseudo-label WER"], pseudo) if pseudo else "No adaptation sets decoded.\n",
+          adaptation_section(summary, conditions),
+          "## Paired bootstrap tests (utterances of every OOD test set)\n",
+          comparisons_section(comparisons) if comparisons else "Not enough systems for the comparisons.\n",
+          "## Plots\n", "\n".join(f"- [{title}](plots/{name})" for title, name in figures) + "\n"]
+    text = "\n".join(md)
+    write_text(exp / "RESULTS.md", text)
+    if out_copy is not None:
+        out_copy = Path(out_copy)
+        for _, name in figures:
+            target = out_copy.parent / "plots" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(target) as tmp:
+                tmp.write_bytes((plots / name).read_bytes())
+        write_text(out_copy, text)
+    return doc

@@ -1,0 +1,103 @@
+"""RESULTS.md: the paper-style tables, generated from a run's numbers (never typed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from neurosel.report.results import BLIND_SYSTEMS, Comparison
+
+Summary = dict[str, dict[str, dict[str, float | int]]]
+
+
+def cell(entry: dict | None) -> str:
+    """``12.34`` for one run, ``12.34 ± 0.56 (3)`` over seeds, ``–`` when absent."""
+    if entry is None:
+        return "–"
+    if entry["n"] > 1:
+        return f"{entry['wer']:.2f} ± {entry['wer_std']:.2f} ({entry['n']})"
+    return f"{entry['wer']:.2f}"
+
+
+def rel(entry: dict | None, base: dict | None) -> str:
+    """Relative WER change against the baseline, in percent."""
+    if entry is None or base is None or base["wer"] == 0:
+        return "–"
+    return f"{100 * (entry['wer'] - base['wer']) / base['wer']:+.1f}%"
+
+
+def mean_wer(summary: Summary, system: str, sets: list[str]) -> float | None:
+    vals = [summary[system][t]["wer"] for t in sets if t in summary.get(system, {})]
+    return float(np.mean(vals)) if vals and len(vals) == len(sets) else None
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def pruning_section(summary: Summary, test_sets: list[str], prune_info: dict) -> str:
+    systems = ["baseline"] + sorted(s for s in summary if s.startswith("prune_"))
+    ood = [t for t in test_sets if t.startswith("ood_")]
+    base_ood = mean_wer(summary, "baseline", ood)
+    rows = []
+    for s in systems:
+        m = mean_wer(summary, s, ood)
+        change = "–" if m is None or base_ood in (None, 0) else f"{100 * (m - base_ood) / base_ood:+.1f}%"
+        info = prune_info.get(s, {})
+        removed = str(info.get("removed", "–")) if s != "baseline" else "0"
+        rows.append([s, removed] + [cell(summary[s].get(t)) for t in test_sets]
+                    + ["–" if m is None else f"{m:.2f}", change])
+    return table(["system", "neurons removed"] + test_sets + ["mean OOD", "rel. to baseline"], rows)
+
+
+def adaptation_section(summary: Summary, conditions: list[str]) -> str:
+    adapt = sorted(s for s in summary if s.startswith("adapt_"))
+    ood = [f"ood_{c}" for c in conditions]
+    base_ood = mean_wer(summary, "baseline", ood)
+    rows = [["baseline (unadapted)"] + [cell(summary.get("baseline", {}).get(t)) for t in ood]
+            + ["–" if base_ood is None else f"{base_ood:.2f}", "–", cell(summary.get("baseline", {}).get("test"))]]
+    for s in adapt:
+        m = mean_wer(summary, s, ood)
+        change = "–" if m is None or base_ood in (None, 0) else f"{100 * (m - base_ood) / base_ood:+.1f}%"
+        in_domain = [summary[s][k]["wer"] for k in summary[s] if k.startswith("test")]
+        label = s + (" (blind)" if s in BLIND_SYSTEMS else " (upper bound: true transcripts)" if s == "adapt_oracle" else "")
+        rows.append([label] + [cell(summary[s].get(t)) for t in ood]
+                    + ["–" if m is None else f"{m:.2f}", change,
+                       "–" if not in_domain else f"{np.mean(in_domain):.2f}"])
+    return table(["system"] + ood + ["mean OOD", "rel. to baseline", "test (in-domain, after adapting)"], rows)
+
+
+def comparisons_section(comparisons: list[Comparison]) -> str:
+    rows = []
+    for c in comparisons:
+        r = c.result
+        rows.append([c.name, c.system_a, c.system_b, f"{r.wer_a:.2f}", f"{r.wer_b:.2f}",
+                     f"{r.difference:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]", f"{r.p_b_better:.3f}",
+                     str(r.num_utterances)])
+    return table(["comparison", "A", "B", "WER A", "WER B", "B − A (95% CI)", "p(B better)", "utterances"], rows)
+
+
+def criteria_section(saliency_dir: Path) -> str:
+    """Per reference set: hyper/hypo counts and each criterion's overlap with hyper+hypo."""
+    parts = []
+    for ref in sorted(p for p in saliency_dir.iterdir() if (p / "criteria.json").is_file()) if saliency_dir.is_dir() else []:
+        doc = json.loads((ref / "criteria.json").read_text())
+        rows_in = doc["rows"] if isinstance(doc, dict) and "rows" in doc else doc
+        counts = doc.get("counts") if isinstance(doc, dict) else None
+        head = f"**{ref.name}**"
+        if counts:
+            head += ": " + ", ".join(f"layer {i}: {c.get('hyper', 0)} hyper / {c.get('hypo', 0)} hypo"
+                                     for i, c in enumerate(counts))
+        rows = []
+        for row in rows_in:
+            fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+            rows.append([row["criterion"], str(row.get("selected", "–")), fmt(row.get("share_hyper")),
+                         fmt(row.get("share_hypo")), fmt(row.get("share_normal")), fmt(row.get("precision")),
+                         fmt(row.get("recall")), fmt(row.get("jaccard"))])
+        parts.append(head + "\n\n" + table(["criterion", "selected", "share hyper", "share hypo", "share normal",
+                                            "precision", "recall", "Jaccard"], rows))
+    return "\n".join(parts) if parts else "No saliency results (stage 5 not run).\n"

@@ -1,0 +1,99 @@
+"""``exp/results.json`` (schema in DESIGN.md) and the paired comparisons the paper makes.
+
+``results.json``: ``{"recipe", "seeds", "test_sets", "systems": {system: {test_set: {"wer",
+"wer_std", "n"}}}}``; WER in percent, mean and sample standard deviation over the system's seeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from neurosel.report.bootstrap import BootstrapResult, mean_std, paired_bootstrap
+from neurosel.report.collect import SetResult, SystemResults
+
+BLIND_SYSTEMS = ("adapt_all", "adapt_fc", "adapt_conv", "adapt_last")
+
+
+def summarise(systems: dict[str, SystemResults]) -> dict[str, dict[str, dict[str, float | int]]]:
+    """``{system: {test_set: {"wer", "wer_std", "n"}}}`` over seeds."""
+    out: dict[str, dict[str, dict[str, float | int]]] = {}
+    for name, system in sorted(systems.items()):
+        out[name] = {}
+        for test_set, runs in sorted(system.runs.items()):
+            stats = mean_std([r.wer for r in runs.values()])
+            out[name][test_set] = {"wer": round(stats.mean, 4), "wer_std": round(stats.std, 4), "n": stats.n}
+    return out
+
+
+def seeds_of(systems: dict[str, SystemResults]) -> list[int]:
+    """Every seed that occurs in a decode dir name."""
+    return sorted({s for sys_ in systems.values() for runs in sys_.runs.values() for s in runs if s is not None})
+
+
+def results_json(recipe: str, systems: dict[str, SystemResults], base_seed: int) -> dict:
+    """The ``results.json`` document."""
+    summary = summarise(systems)
+    test_sets = sorted({t for per_set in summary.values() for t in per_set if t == "test" or t.startswith("ood_")})
+    return {"recipe": recipe, "seeds": seeds_of(systems) or [base_seed], "test_sets": test_sets,
+            "systems": summary}
+
+
+def pooled_counts(system: SystemResults, test_sets: list[str]) -> tuple[list[str], np.ndarray, np.ndarray, int]:
+    """Per-utterance error and reference counts of ``system`` over ``test_sets``, summed over its
+    seeds; returns (utterance keys, errors, ref words, number of seeds)."""
+    keys: list[str] = []
+    errors: list[np.ndarray] = []
+    refs: list[np.ndarray] = []
+    n_seeds = None
+    for t in test_sets:
+        runs: dict[int | None, SetResult] = system.runs[t]
+        n_seeds = len(runs) if n_seeds is None else min(n_seeds, len(runs))
+        first = next(iter(runs.values()))
+        keys += [f"{t}/{u}" for u in first.utt_ids]
+        errors.append(np.sum([r.utt_errors for r in runs.values()], axis=0))
+        refs.append(np.sum([r.utt_ref_words for r in runs.values()], axis=0))
+    return keys, np.concatenate(errors), np.concatenate(refs), n_seeds or 1
+
+
+@dataclass
+class Comparison:
+    """A paired bootstrap of system B against system A over ``test_sets``."""
+
+    name: str
+    system_a: str
+    system_b: str
+    test_sets: list[str]
+    result: BootstrapResult
+
+
+def compare(name: str, a: SystemResults, b: SystemResults, test_sets: list[str], seed: int = 0) -> Comparison:
+    """Paired bootstrap of ``b`` vs ``a`` on the utterances of ``test_sets``; systems with different
+    numbers of seeds are weighted so that each system's seeds count as one average."""
+    keys_a, err_a, ref_a, n_a = pooled_counts(a, test_sets)
+    keys_b, err_b, ref_b, n_b = pooled_counts(b, test_sets)
+    if keys_a != keys_b:
+        raise ValueError(f"{a.name} and {b.name} were scored on different utterances")
+    result = paired_bootstrap(err_a * n_b, err_b * n_a, ref_a * n_b, seed=seed)
+    return Comparison(name, a.name, b.name, test_sets, result)
+
+
+def paper_comparisons(systems: dict[str, SystemResults], summary: dict) -> list[Comparison]:
+    """(a) hyper+hypo removal vs random removal on every OOD test set; (b) selective-then-full vs
+    the best blind adaptation system (lowest mean OOD WER) on every OOD test set."""
+    out = []
+    ood = lambda s: sorted(t for t in systems[s].runs if t.startswith("ood_"))  # noqa: E731
+    if "prune_hyper_hypo" in systems and "prune_random" in systems:
+        sets = sorted(set(ood("prune_hyper_hypo")) & set(ood("prune_random")))
+        if sets:
+            out.append(compare("hyper+hypo removal vs random removal", systems["prune_random"],
+                               systems["prune_hyper_hypo"], sets))
+    blind = [s for s in BLIND_SYSTEMS if s in systems and ood(s)]
+    if "adapt_selective_full" in systems and blind:
+        best = min(blind, key=lambda s: np.mean([summary[s][t]["wer"] for t in ood(s)]))
+        sets = sorted(set(ood("adapt_selective_full")) & set(ood(best)))
+        if sets:
+            out.append(compare(f"selective+full vs best blind ({best})", systems[best],
+                               systems["adapt_selective_full"], sets))
+    return out
