@@ -1,0 +1,157 @@
+"""Stage 5, saliency, in the steps that ``steps/saliency.sh`` strings together:
+
+``python -m neurosel.bin.saliency taylor [cfg] <model.pt> <fbank> <lang> <saliency-dir>``
+    Taylor statistics on labelled in-domain data -> ``<saliency-dir>/taylor/taylor.pt``
+``python -m neurosel.bin.saliency work   [cfg] --job J --num-jobs N <model.pt> <fbank> <lang> <saliency-dir>``
+    job J of N: every N-th reference set (dev, ood_adapt_*) -> ``<saliency-dir>/<ref>/``
+``python -m neurosel.bin.saliency merge  [cfg] <model.pt> <fbank> <lang> <saliency-dir>``
+    ``pooled`` from the ood_adapt_* statistics, ``overlap.json``/``overlap.tsv``, a summary table
+``python -m neurosel.bin.saliency status [cfg] <model.pt> <fbank> <lang> <saliency-dir>``
+    exit 0 if every output is up to date, 1 otherwise
+
+Every output folder gets a ``.done`` marker (hash of the resolved config and the input files), so
+each step skips work that is up to date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+from neurosel import config as C
+from neurosel.cli import config_args, run_main
+from neurosel.decode.run import load_cuts
+from neurosel.errors import NeuroselError
+from neurosel.model import load_model
+from neurosel.saliency.stage import (POOLED, SaliencyStageConfig, analyse_reference, pooled_stats,
+                                     reference_sets, reference_stats, summary_table, taylor_stats, write_overlap)
+from neurosel.saliency.taylor import load_taylor, save_taylor
+from neurosel.stage import fingerprint, run_once, status
+from neurosel.train.data import CtcDataset, load_bpe, load_cmvn
+
+log = logging.getLogger("neurosel.saliency")
+
+
+class Paths:
+    """Inputs and outputs of the stage, and the fingerprint of each output folder."""
+
+    def __init__(self, args: argparse.Namespace, cfg: SaliencyStageConfig):
+        self.cfg = cfg
+        self.model: Path = args.model
+        self.fbank: Path = args.fbank
+        self.lang: Path = args.lang
+        self.out: Path = args.saliency_dir
+        self.refs = reference_sets(self.fbank)
+        self.taylor_dir = self.out / "taylor"
+        self.taylor = self.taylor_dir / "taylor.pt"
+
+    def taylor_job(self) -> tuple[dict, list[Path]]:
+        c = self.cfg
+        config = {"taylor": C.to_dict(c.taylor), "set": c.taylor_set, "utterances": c.taylor_utterances,
+                  "max_duration": c.taylor_max_duration, "seed": c.seed}
+        return config, [self.model, self.fbank / f"cuts_{c.taylor_set}.jsonl.gz", self.fbank / "cmvn.npz",
+                        self.lang / "bpe.model"]
+
+    def ref_job(self, ref: str) -> tuple[dict, list[Path]]:
+        inputs = [self.model, self.fbank / "cmvn.npz"] + ([self.taylor] if self.cfg.needs_taylor() else [])
+        if ref == POOLED:
+            inputs += [self.out / r / "stats.pt" for r in self.refs if r.startswith("ood_adapt_")]
+        else:
+            inputs.append(self.fbank / f"cuts_{ref}.jsonl.gz")
+        return {"saliency": C.to_dict(self.cfg), "reference_set": ref}, inputs
+
+    def all_refs(self) -> list[str]:
+        return self.refs + ([POOLED] if len(self.refs) > 1 else [])
+
+    def overlap_job(self) -> tuple[dict, list[Path]]:
+        return {"overlap": self.all_refs()}, [self.out / r / "neurons.tsv" for r in self.all_refs()]
+
+    def up_to_date(self) -> list[str]:
+        """Names of the outputs that are not up to date."""
+        jobs = [("taylor", self.taylor_dir, self.taylor_job())] if self.cfg.needs_taylor() else []
+        jobs += [(r, self.out / r, self.ref_job(r)) for r in self.all_refs()]
+        jobs.append(("overlap", self.out, self.overlap_job()))
+        return [name for name, d, (config, inputs) in jobs if status(d, fingerprint(config, inputs)) != "done"]
+
+
+def _taylor(paths: Paths, force: bool) -> None:
+    cfg = paths.cfg
+    if not cfg.needs_taylor():
+        log.info("no Taylor criterion configured, skipping the Taylor pass")
+        return
+
+    def work() -> None:
+        model, _ = load_model(paths.model)
+        dataset = CtcDataset(load_bpe(paths.lang), load_cmvn(paths.fbank / "cmvn.npz"))
+        stats = taylor_stats(model, load_cuts(paths.fbank, cfg.taylor_set), dataset, cfg)
+        log.info("Taylor statistics over %d frames of %s", stats.count, cfg.taylor_set)
+        save_taylor(stats, paths.taylor)
+
+    config, inputs = paths.taylor_job()
+    run_once(f"Taylor statistics on {cfg.taylor_set}", paths.taylor_dir, config, inputs, work, force=force)
+
+
+def _reference(paths: Paths, ref: str, force: bool) -> None:
+    def work() -> None:
+        model, _ = load_model(paths.model)
+        taylor = load_taylor(paths.taylor) if paths.cfg.needs_taylor() else None
+        if ref == POOLED:
+            stats = pooled_stats(paths.out, paths.refs)
+        else:
+            stats = reference_stats(model, load_cuts(paths.fbank, ref), load_cmvn(paths.fbank / "cmvn.npz"),
+                                    paths.cfg)
+        analyse_reference(ref, model, stats, taylor, paths.cfg, paths.out / ref)
+
+    config, inputs = paths.ref_job(ref)
+    if paths.cfg.needs_taylor() and not paths.taylor.is_file():
+        raise NeuroselError(f"{paths.taylor}: no such file (run the 'taylor' action first)")
+    run_once(f"saliency on {ref}", paths.out / ref, config, inputs, work, force=force)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="saliency", description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["taylor", "work", "merge", "status"])
+    config_args(parser)
+    parser.add_argument("--job", type=int, default=1)
+    parser.add_argument("--num-jobs", type=int, default=1)
+    parser.add_argument("--num-threads", type=int, default=1)
+    parser.add_argument("--force", action="store_true")
+    parser.add_argument("model", type=Path, help="baseline model.pt")
+    parser.add_argument("fbank", type=Path, help="stage 1 output: cuts_<split>.jsonl.gz, cmvn.npz")
+    parser.add_argument("lang", type=Path, help="stage 2 output: bpe.model (Taylor targets)")
+    parser.add_argument("saliency_dir", type=Path)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.num_threads)
+    cfg = C.resolve(SaliencyStageConfig, args.config, args.overlay, "saliency", args.overrides)
+    paths = Paths(args, cfg)
+
+    if args.action == "status":
+        stale = paths.up_to_date()
+        if stale or args.force:
+            log.info("to do: %s", ", ".join(stale or ["everything (--force)"]))
+            return 1
+        log.info("%s: up to date, skipping", paths.out)
+        return 0
+    if args.action == "taylor":
+        _taylor(paths, args.force)
+        return 0
+    if args.action == "work":
+        if not 1 <= args.job <= args.num_jobs:
+            raise NeuroselError(f"job {args.job} is not in 1..{args.num_jobs}")
+        for ref in paths.refs[args.job - 1::args.num_jobs]:
+            _reference(paths, ref, args.force)
+        return 0
+    if POOLED in paths.all_refs():
+        _reference(paths, POOLED, args.force)
+    config, inputs = paths.overlap_job()
+    run_once("selection overlap", paths.out, config, inputs,
+             lambda: write_overlap(paths.out, paths.all_refs()), force=args.force)
+    print(summary_table(paths.out, paths.all_refs()))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Stage 5: neuron statistics of <model.pt> on every reference set (dev, each ood_adapt_<c>, and
+# pooled), hyper/hypo classes, pruning-criteria scores (Taylor on labelled in-domain data) and
+# the criteria study -> <saliency-dir>/<ref>/{neurons.tsv,stats.pt,classes.json,criteria.json,*.png}
+# and <saliency-dir>/overlap.{json,tsv}. Outputs already up to date are skipped.
+set -euo pipefail
+
+config=
+overlay=
+overrides=
+cmd=utils/run.pl
+nj=1
+force=false
+quiet=false
+help_message="Usage: $0 [options] <model.pt> <fbank-dir> <lang-dir> <saliency-dir>
+ e.g.: $0 --nj 2 --config conf/saliency.yaml exp/baseline/model.pt data/fbank data/lang exp/saliency
+Options:
+  --config <yaml>      stage config
+  --overlay <yaml>     overlay config (section 'saliency')
+  --overrides 'k=v ..' config overrides
+  --cmd <launcher>     job launcher
+  --nj <n>             parallel jobs over the reference sets
+  --force <bool>       redo even if up to date"
+. utils/parse_options.sh
+[ $# -eq 4 ] || { echo "$help_message" >&2; exit 1; }
+model=$1 fbank=$2 lang=$3 dir=$4
+for f in "$model" "$fbank/cmvn.npz" "$fbank/cuts_dev.jsonl.gz" "$lang/bpe.model"; do
+  [ -f "$f" ] || { echo "$0: $f does not exist (run the earlier stages)" >&2; exit 1; }
+done
+
+. steps/common.sh
+if python -m neurosel.bin.saliency status $(config_opts) "$model" "$fbank" "$lang" "$dir"; then
+  exit 0
+fi
+run_step "$cmd" "$dir/log/taylor.log" \
+  python -m neurosel.bin.saliency taylor $(config_opts) "$model" "$fbank" "$lang" "$dir"
+run_step "$cmd JOB=1:$nj" "$dir/log/work.JOB.log" \
+  python -m neurosel.bin.saliency work $(config_opts) --job JOB --num-jobs "$nj" "$model" "$fbank" "$lang" "$dir"
+run_step "$cmd" "$dir/log/merge.log" \
+  python -m neurosel.bin.saliency merge $(config_opts) "$model" "$fbank" "$lang" "$dir"
+sed -n '/^reference set/,$p' "$dir/log/merge.log" | grep -v '^#'
