@@ -1,0 +1,249 @@
+"""Stage 7 as units of work: one (system, seed, condition) adaptation each, independent of the
+others so that a launcher can run them in parallel.
+
+Layout (the recipe conventions for stages 5-8), with ``<name>`` = ``<system>.s<seed>`` per condition and
+``<system>_pooled.s<seed>`` for the pooled adaptation on every condition's adaptation set:
+
+    exp/adapt/<name>/adapted_<c>/{model.pt,adapt.json,config.yaml,.done}
+    exp/adapt/<system>_pooled.s<seed>/{model.pt,adapt.json,config.yaml,.done}
+    exp/decode/<name>/adapted_<c>/{ood_<c>,test}/   (decoded by the caller)
+    exp/decode/<system>_pooled.s<seed>/{ood_<c>...,test}/
+
+Inputs: the baseline model, ``cuts_ood_adapt_<c>`` with features, the baseline's first-pass decode
+dirs ``<pseudo-dir>/ood_adapt_<c>/`` (pseudo-labels), and for neuron systems
+``<saliency-dir>/<ref>/neurons.tsv`` (``ref`` = ``ood_adapt_<c>``, ``pooled`` for pooled units, or
+the configured set). The adaptation sets' transcripts are read only by ``transcript_labels``, for
+``adapt_oracle``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from itertools import count
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from lhotse import CutSet
+
+from neurosel import config as C
+from neurosel.adapt.pseudo import (PseudoCtcDataset, merge_pseudo_labels, pseudo_label_report,
+                                   read_pseudo_labels, select_pseudo_labels)
+from neurosel.adapt.systems import ORACLE, AdaptConfig, AdaptData, adapt_system
+from neurosel.decode.run import load_cuts
+from neurosel.errors import NeuroselError
+from neurosel.io import write_json
+from neurosel.model import load_model, save_model
+from neurosel.saliency.classify import neurons_of
+from neurosel.saliency.tables import read_neurons_tsv
+from neurosel.stage import run_once
+from neurosel.train.data import load_bpe, load_cmvn, make_sampler
+
+log = logging.getLogger("neurosel.adapt")
+
+POOLED = "pooled"
+NEURON_SYSTEMS = ("adapt_selective", "adapt_selective_full", "adapt_random_full")
+
+
+@dataclass(frozen=True)
+class StagePaths:
+    """Where stage 7 reads and writes."""
+
+    model: Path
+    lang: Path
+    fbank: Path
+    saliency: Path  # <saliency-dir>/<ref>/neurons.tsv
+    pseudo: Path  # first-pass decode dir of the baseline (holds ood_adapt_<c>/)
+    adapt: Path  # exp/adapt
+    decode: Path  # exp/decode
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One adaptation: ``system`` with ``seed`` on condition ``condition`` (or ``pooled``)."""
+
+    system: str
+    seed: int
+    condition: str
+
+    @property
+    def name(self) -> str:
+        """The system dir name: ``<system>.s<seed>`` or ``<system>_pooled.s<seed>``."""
+        pooled = "_pooled" if self.condition == POOLED else ""
+        return f"{self.system}{pooled}.s{self.seed}"
+
+    def model_dir(self, adapt_root: Path) -> Path:
+        """``exp/adapt/<name>/adapted_<c>`` or ``exp/adapt/<name>`` for a pooled unit."""
+        return adapt_root / self.name if self.condition == POOLED else adapt_root / self.name / f"adapted_{self.condition}"
+
+    def decode_dir(self, decode_root: Path) -> Path:
+        """``exp/decode/<name>/adapted_<c>`` or ``exp/decode/<name>`` for a pooled unit."""
+        return decode_root / self.name if self.condition == POOLED else decode_root / self.name / f"adapted_{self.condition}"
+
+    def adapt_sets(self, conditions: list[str]) -> list[str]:
+        """The adaptation sets it trains on."""
+        return [f"ood_adapt_{c}" for c in (conditions if self.condition == POOLED else [self.condition])]
+
+    def test_sets(self, conditions: list[str]) -> list[str]:
+        """The sets its model is decoded on: its condition's (or every) ``ood_<c>``, then ``test``."""
+        return [f"ood_{c}" for c in (conditions if self.condition == POOLED else [self.condition])] + ["test"]
+
+
+def find_conditions(fbank_dir: Path) -> list[str]:
+    """The OOD conditions of a recipe, from its ``cuts_ood_adapt_<c>.jsonl.gz`` files (sorted)."""
+    conditions = sorted(p.name[len("cuts_ood_adapt_"):-len(".jsonl.gz")]
+                        for p in Path(fbank_dir).glob("cuts_ood_adapt_*.jsonl.gz"))
+    if not conditions:
+        raise NeuroselError(f"{fbank_dir}: no cuts_ood_adapt_<condition>.jsonl.gz (nothing to adapt to)")
+    return conditions
+
+
+def list_units(cfg: AdaptConfig, conditions: list[str], seed: int) -> list[Unit]:
+    """Every unit of the stage: systems x seeds x conditions, then the pooled systems x seeds."""
+    seeds = [seed + i for i in range(cfg.num_seeds)]
+    units = [Unit(s, k, c) for s in cfg.systems for k in seeds for c in conditions]
+    return units + [Unit(s, k, POOLED) for s in cfg.pooled_systems for k in seeds]
+
+
+def saliency_reference(unit: Unit, cfg: AdaptConfig) -> str:
+    """The reference set whose ``neurons.tsv`` gives a unit's hyper/hypo neurons."""
+    if cfg.neurons_from != "condition":
+        return cfg.neurons_from
+    return POOLED if unit.condition == POOLED else f"ood_adapt_{unit.condition}"
+
+
+def load_neurons(path: Path, widths: list[int], classes: list[str]) -> dict[int, torch.Tensor]:
+    """The neurons of ``classes`` per FC layer from a ``neurons.tsv`` that must match ``widths``."""
+    layer_classes = read_neurons_tsv(path).layer_classes()
+    if [len(c) for c in layer_classes] != widths:
+        raise NeuroselError(f"{path}: layer widths {[len(c) for c in layer_classes]} do not match "
+                            f"the model's FC widths {widths}")
+    return neurons_of(layer_classes, tuple(classes))
+
+
+def transcript_labels(cuts: CutSet, lang: Path) -> dict[str, list[int]]:
+    """The TRUE transcripts as BPE ids, ``{cut_id: ids}`` (non-empty only). For ``adapt_oracle``,
+    the upper bound, and nothing else."""
+    sp = load_bpe(lang)
+    out = {}
+    for cut in cuts:
+        if len(cut.supervisions) != 1 or cut.supervisions[0].text is None:
+            raise NeuroselError(f"cut {cut.id}: the oracle needs exactly one supervision with text")
+        ids = sp.encode(cut.supervisions[0].text, out_type=int)
+        if ids:
+            out[cut.id] = ids
+    return out
+
+
+def heldout_split(ids: list[str], fraction: float) -> tuple[list[str], list[str]]:
+    """(train, held-out) utterance ids: the held-out slice is the ceil(fraction * n) ids first in
+    SHA-1 order, the same for every system and seed. Needs at least two ids."""
+    if len(ids) < 2:
+        raise NeuroselError(f"only {len(ids)} usable adaptation utterance(s); need at least 2 "
+                            "(one to train on, one held out to choose the learning rate)")
+    ranked = sorted(ids, key=lambda u: hashlib.sha1(u.encode()).hexdigest())
+    n = min(len(ids) - 1, max(1, math.ceil(fraction * len(ids))))
+    return sorted(ranked[n:]), sorted(ranked[:n])
+
+
+def make_data(cuts: CutSet, dataset: PseudoCtcDataset, train_ids: list[str], heldout_ids: list[str],
+              max_duration: float) -> AdaptData:
+    """Endless seed-shuffled training batches over ``train_ids`` and fixed held-out batches."""
+    train_cuts = cuts.subset(cut_ids=train_ids)
+    heldout_cuts = sorted(cuts.subset(cut_ids=heldout_ids), key=lambda c: (-c.duration, c.id))
+
+    def train(seed: int) -> Iterator:
+        sampler = make_sampler(train_cuts, max_duration, shuffle=True, seed=seed)
+        for epoch in count():
+            sampler.set_epoch(epoch)
+            for batch_cuts in sampler:
+                yield dataset[batch_cuts]
+
+    heldout, group, total = [], [], 0.0
+    for cut in heldout_cuts + [None]:
+        if group and (cut is None or total + cut.duration > max_duration):
+            heldout.append(dataset[CutSet.from_cuts(group)])
+            group, total = [], 0.0
+        if cut is not None:
+            group.append(cut)
+            total += cut.duration
+    return AdaptData(train=train, heldout=heldout)
+
+
+def unit_inputs(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[str]) -> list[Path]:
+    """The files a unit's result depends on (for its ``.done`` marker)."""
+    sets = unit.adapt_sets(conditions)
+    inputs = [paths.model, paths.fbank / "cmvn.npz"] + [paths.fbank / f"cuts_{s}.jsonl.gz" for s in sets]
+    if unit.system == ORACLE:
+        inputs.append(paths.lang / "bpe.model")
+    else:
+        inputs += [paths.pseudo / s / name for s in sets for name in ("tokens.txt", "confidence.txt")]
+    if unit.system in NEURON_SYSTEMS:
+        inputs.append(paths.saliency / saliency_reference(unit, cfg) / "neurons.tsv")
+    return inputs
+
+
+def unit_config(unit: Unit, cfg: AdaptConfig) -> dict:
+    """What a unit's result depends on besides its input files (not the lists of other units)."""
+    relevant = {k: v for k, v in C.to_dict(cfg).items()
+                if k not in ("systems", "pooled_systems", "num_seeds", "num_threads")}
+    return {"unit": asdict(unit), "adapt": relevant}
+
+
+def run_unit(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[str], force: bool = False) -> bool:
+    """Adapt the baseline as ``unit`` says and write ``model.pt``, ``adapt.json`` and
+    ``config.yaml`` to its model dir, unless up to date. Returns True when it ran."""
+    out = unit.model_dir(paths.adapt)
+    return run_once(f"adapt {unit.name} on {unit.condition}", out, unit_config(unit, cfg),
+                    unit_inputs(unit, paths, cfg, conditions), lambda: adapt_unit(unit, paths, cfg, conditions),
+                    force=force)
+
+
+def adapt_unit(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[str]) -> None:
+    """The work of ``run_unit`` (no up-to-date check)."""
+    start = time.perf_counter()
+    torch.set_num_threads(cfg.num_threads)
+    model, _ = load_model(paths.model)
+    spec = model.fc_spec()
+    sets = unit.adapt_sets(conditions)
+    cuts = CutSet.from_cuts(c for s in sets for c in load_cuts(paths.fbank, s))
+    report: dict
+    if unit.system == ORACLE:
+        tokens, weights = transcript_labels(cuts, paths.lang), None
+        report = {"labels": "true transcripts (oracle upper bound)", "utterances": len(cuts), "kept": len(tokens)}
+    else:
+        labels = merge_pseudo_labels([read_pseudo_labels(paths.pseudo / s) for s in sets])
+        missing = sorted(set(cuts.ids) - set(labels.tokens))
+        if missing:
+            raise NeuroselError(f"{paths.pseudo}: no pseudo-label for cut {missing[0]} ({len(missing)} missing)")
+        kept = select_pseudo_labels(labels, cfg.pseudo_labels)
+        tokens, weights = kept.tokens, kept.weights
+        report = {"labels": "pseudo-labels", **pseudo_label_report(labels, kept, cuts, [paths.pseudo / s for s in sets])}
+    neurons: dict[int, torch.Tensor] = {}
+    if unit.system in NEURON_SYSTEMS:
+        tsv = paths.saliency / saliency_reference(unit, cfg) / "neurons.tsv"
+        widths = [model.get_submodule(name).out_features for name in spec.linears]
+        neurons = load_neurons(tsv, widths, cfg.neuron_classes)
+        report_neurons = {str(k): int(v.numel()) for k, v in neurons.items()}
+        log.info("%s: %d neurons selected from %s (per layer %s)", unit.name,
+                 sum(int(v.numel()) for v in neurons.values()), tsv, report_neurons)
+    train_ids, heldout_ids = heldout_split(sorted(tokens), cfg.heldout_fraction)
+    data = make_data(cuts, PseudoCtcDataset(tokens, load_cmvn(paths.fbank / "cmvn.npz"), weights),
+                     train_ids, heldout_ids, cfg.max_duration)
+    adapted, record = adapt_system(model, spec, unit.system, neurons, data, unit.seed, cfg)
+    out = unit.model_dir(paths.adapt)
+    save_model(adapted, out / "model.pt", adapt={"system": unit.system, "seed": unit.seed,
+                                                   "condition": unit.condition})
+    C.save(cfg, out / "config.yaml")
+    record.update({"condition": unit.condition, "adaptation_sets": sets, "labels": report,
+                   "train_utterances": len(train_ids), "heldout_utterances": len(heldout_ids),
+                   "saliency_reference": saliency_reference(unit, cfg) if unit.system in NEURON_SYSTEMS else None,
+                   "seconds": round(time.perf_counter() - start, 2)})
+    write_json(out / "adapt.json", record)
+    log.info("%s (%s): held-out loss %.4f -> %.4f in %.1f s", unit.name, unit.condition,
+             record["heldout_loss_before"], record["heldout_loss_after"], record["seconds"])
+

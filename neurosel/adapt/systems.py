@@ -1,0 +1,240 @@
+"""The adaptation systems and how one is run: phases of steps on a restricted set of parameters,
+each with its learning rate chosen from a grid by the loss on a held-out slice of the adaptation
+data, a NEW optimizer per phase.
+
+Systems (names from DESIGN.md; each phase gets ``share`` of the same step budget):
+
+==========================  ===============================================================
+``adapt_all``               every parameter
+``adapt_fc``                the FC linears (not the output layer)
+``adapt_conv``              the convolutional front end
+``adapt_last``              the last FC linear and the output layer
+``adapt_selective``         only the hyper+hypo neurons (incoming row + bias; outgoing column
+                            with ``outgoing``), every other entry bit-identical
+``adapt_selective_full``    selective phase, then every parameter
+``adapt_random_full``       random neurons with the same per-layer counts, then every parameter
+``adapt_lhuc``              one learned amplitude per FC neuron (LHUC), folded into the weights
+``adapt_oracle``            every parameter, trained on the TRUE transcripts (upper bound)
+==========================  ===============================================================
+
+A neuron phase with no neuron to move (no hyper/hypo neuron found) is skipped and recorded as
+such; a following phase then gets the whole budget and the seed of a first phase, so
+``adapt_selective_full`` and ``adapt_random_full`` without hyper/hypo neurons are exactly
+``adapt_all``, and ``adapt_selective`` is the unadapted model.
+
+Learning-rate search, per phase in order: run the phase once per rate of the grid from the same
+starting model with the same batches and the same dropout masks, score each result by the mean
+CTC loss per token on the held-out slice (pseudo-labels; true transcripts for the oracle only),
+keep the best (ties: the smaller rate). The kept model is the one trained on the training slice;
+the held-out slice is never trained on.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from neurosel.adapt.lhuc import add_lhuc, fold_lhuc
+from neurosel.adapt.pseudo import PseudoLabelConfig
+from neurosel.adapt.select import (Selection, apply_selection, blind_selection, merge_selection,
+                                   selection_size, train_mode)
+from neurosel.errors import NeuroselError
+from neurosel.model.spec import FcSpec
+from neurosel.train.data import Batch
+from neurosel.train.loop import evaluate, train_step
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a system: what moves (``all``/``fc``/``conv``/``last``, ``selective``,
+    ``random``, ``lhuc``) and its share of the step budget (the shares of a system sum to 1;
+    ``None`` = the configured ``selective_share``, the rest to the next phase)."""
+
+    moves: str
+    share: float | None = 1.0
+
+
+SYSTEMS: dict[str, tuple[Phase, ...]] = {
+    "adapt_all": (Phase("all"),),
+    "adapt_fc": (Phase("fc"),),
+    "adapt_conv": (Phase("conv"),),
+    "adapt_last": (Phase("last"),),
+    "adapt_selective": (Phase("selective"),),
+    "adapt_selective_full": (Phase("selective", None), Phase("all", None)),
+    "adapt_random_full": (Phase("random", None), Phase("all", None)),
+    "adapt_lhuc": (Phase("lhuc"),),
+    "adapt_oracle": (Phase("all"),),
+}
+ORACLE = "adapt_oracle"  # the one system trained on true transcripts
+
+
+@dataclass
+class AdaptConfig:
+    """``conf/adapt.yaml``: which systems run, the budget and the search (see module docstring)."""
+
+    systems: list[str] = field(default_factory=lambda: [s for s in SYSTEMS])
+    pooled_systems: list[str] = field(default_factory=lambda: ["adapt_all", "adapt_selective_full"])
+    num_seeds: int = 3
+    steps: int = 120  # the step budget of every system
+    selective_share: float = 0.5  # share of the budget for the neuron phase of *_full systems
+    max_duration: float = 30.0  # seconds of audio per batch
+    heldout_fraction: float = 0.15
+    lr_grid: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3])
+    lr_grid_by_phase: dict[str, list[float]] = field(
+        default_factory=lambda: {"selective": [1e-3, 3e-3, 1e-2], "random": [1e-3, 3e-3, 1e-2],
+                                 "lhuc": [3e-3, 1e-2, 3e-2]})
+    weight_decay: float = 0.0  # Adam's (L2) weight decay; frozen entries never see it
+    grad_clip: float = 5.0
+    neurons_from: str = "condition"  # saliency reference: "condition" (ood_adapt_<c>), or a set name, e.g. dev
+    neuron_classes: list[str] = field(default_factory=lambda: ["hyper", "hypo"])
+    outgoing: bool = False  # also move the selected neurons' outgoing columns
+    pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    num_threads: int = 1
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.systems + self.pooled_systems if s not in SYSTEMS]
+        if unknown:
+            raise ValueError(f"unknown system '{unknown[0]}' (known: {', '.join(SYSTEMS)})")
+        if ORACLE in self.pooled_systems:
+            raise ValueError(f"{ORACLE} cannot be pooled")
+        if self.steps < 1 or self.num_seeds < 1 or self.max_duration <= 0:
+            raise ValueError("steps, num_seeds and max_duration must be positive")
+        if not 0.0 < self.selective_share < 1.0 or not 0.0 < self.heldout_fraction < 1.0:
+            raise ValueError("selective_share and heldout_fraction must be in (0, 1)")
+        if not self.lr_grid or any(lr <= 0 for grid in [self.lr_grid, *self.lr_grid_by_phase.values()] for lr in grid):
+            raise ValueError("learning-rate grids must be non-empty lists of positive rates")
+
+    def grid(self, moves: str) -> list[float]:
+        """The learning-rate grid of a phase that moves ``moves``."""
+        return self.lr_grid_by_phase.get(moves, self.lr_grid)
+
+
+@dataclass
+class AdaptData:
+    """The batches a run trains and scores on: ``train(seed)`` an endless, seed-shuffled stream of
+    training-slice batches; ``heldout`` the fixed held-out batches."""
+
+    train: Callable[[int], Iterator[Batch]]
+    heldout: list[Batch]
+
+
+def phase_steps(phases: tuple[Phase, ...], budget: int, selective_share: float) -> list[int]:
+    """Steps per phase: shares of ``budget`` (None = ``selective_share`` for the first phase, the
+    rest for the second), rounded so that they sum to ``budget``."""
+    shares = [p.share if p.share is not None else (selective_share if i == 0 else 1.0 - selective_share)
+              for i, p in enumerate(phases)]
+    steps = [round(budget * s) for s in shares[:-1]]
+    return steps + [budget - sum(steps)]
+
+
+def random_neurons(counts: dict[int, int], widths: list[int], seed: int) -> dict[int, torch.Tensor]:
+    """Per FC layer ``counts[layer]`` distinct random neuron indices out of ``widths[layer]``, sorted."""
+    g = torch.Generator().manual_seed(seed)
+    return {layer: torch.randperm(widths[layer], generator=g)[:n].sort().values
+            for layer, n in sorted(counts.items()) if n}
+
+
+def open_phase(model: nn.Module, spec: FcSpec, moves: str, neurons: dict[int, torch.Tensor],
+               outgoing: bool) -> tuple[list[nn.Parameter], dict]:
+    """Make only what ``moves`` names trainable; returns the parameters for a new optimizer and a
+    description of what moves (``moving``/``total`` entries and per-tensor counts)."""
+    if moves == "lhuc":
+        params = add_lhuc(model, spec)
+        total = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+        return params, {"moving": sum(p.numel() for p in params), "total": total, "tensors": {"lhuc": len(params)}}
+    if moves in ("selective", "random"):
+        selection = Selection(neurons={k: v for k, v in neurons.items() if v.numel()}, outgoing=outgoing)
+    else:
+        selection = blind_selection(moves, spec)
+    params = apply_selection(model, spec, selection)
+    size = selection_size(model)
+    return params, {"moving": size.moving, "total": size.total, "tensors": size.tensors}
+
+
+def close_phase(model: nn.Module, spec: FcSpec, moves: str) -> None:
+    """Fold LHUC scales or selection deltas back into plain weights, in place."""
+    if moves == "lhuc":
+        fold_lhuc(model, spec)
+    else:
+        merge_selection(model)
+
+
+def train_phase(model: nn.Module, spec: FcSpec, moves: str, neurons: dict[int, torch.Tensor],
+                batches: Iterator[Batch], steps: int, lr: float, cfg: AdaptConfig) -> tuple[list[float], dict]:
+    """One phase in place: select, NEW Adam optimizer, ``train_mode``, ``steps`` updates, merge.
+    Returns the per-step losses and what moved."""
+    params, moved = open_phase(model, spec, moves, neurons, cfg.outgoing)
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+    train_mode(model)  # not run_steps: its model.train() would put frozen BatchNorm layers in train mode
+    losses = [train_step(model, batch, params, optimizer, grad_clip=cfg.grad_clip)
+              for batch in islice(batches, steps)]
+    close_phase(model, spec, moves)
+    model.eval()
+    return losses, moved
+
+
+def search_phase(model: nn.Module, spec: FcSpec, moves: str, neurons: dict[int, torch.Tensor],
+                 data: AdaptData, steps: int, seed: int, cfg: AdaptConfig) -> tuple[nn.Module, dict]:
+    """Train a copy of ``model`` per learning rate of the phase's grid; returns the copy with the
+    lowest held-out loss and the phase record (chosen lr, held-out loss per lr, losses, moved)."""
+    tried = []
+    for lr in cfg.grid(moves):
+        candidate = copy.deepcopy(model)
+        torch.manual_seed(seed)  # same dropout masks for every rate
+        losses, moved = train_phase(candidate, spec, moves, neurons, data.train(seed), steps, lr, cfg)
+        heldout = evaluate(candidate, data.heldout)
+        log.info("phase %s lr %g: train loss %.3f -> %.3f, held-out loss %.4f",
+                 moves, lr, losses[0], losses[-1], heldout)
+        tried.append((heldout, lr, candidate, losses, moved))
+    heldout, lr, best, losses, moved = min(tried, key=lambda t: (t[0], t[1]))
+    record = {"moves": moves, "steps": steps, "lr": lr, "heldout_loss": heldout,
+              "heldout_loss_by_lr": {f"{t[1]:g}": t[0] for t in tried}, "losses": losses, "moved": moved}
+    return best, record
+
+
+def adapt_system(model: nn.Module, spec: FcSpec, system: str, neurons: dict[int, torch.Tensor],
+                 data: AdaptData, seed: int, cfg: AdaptConfig) -> tuple[nn.Module, dict]:
+    """Run ``system`` from ``model`` (left unchanged): returns the adapted model and a record
+    ``{"system", "seed", "heldout_loss_before", "phases": [...], "losses": {phase: [...]}}``.
+
+    ``neurons``: the hyper+hypo neurons per FC layer (for ``selective``; their per-layer counts
+    for ``random``, drawn with ``seed``)."""
+    if system not in SYSTEMS:
+        raise NeuroselError(f"unknown adaptation system '{system}' (known: {', '.join(SYSTEMS)})")
+    phases = list(SYSTEMS[system])
+    widths = [spec_width(model, name) for name in spec.linears]
+    if system == "adapt_random_full":
+        neurons = random_neurons({k: int(v.numel()) for k, v in neurons.items()}, widths, seed)
+    record: dict = {"system": system, "seed": seed, "phases": [],
+                    "heldout_loss_before": evaluate(model, data.heldout),
+                    "neurons": {str(k): v.tolist() for k, v in neurons.items() if v.numel()}}
+    steps = phase_steps(tuple(phases), cfg.steps, cfg.selective_share)
+    current = model
+    for i, (phase, n) in enumerate(zip(phases, steps)):
+        if phase.moves in ("selective", "random") and not any(v.numel() for v in neurons.values()):
+            record["phases"].append({"moves": phase.moves, "steps": 0,
+                                     "skipped": "no neurons selected; phase skipped"})
+            if i + 1 < len(steps):
+                steps[i + 1] += n  # the next phase gets the whole budget
+            continue
+        ran = sum("skipped" not in p for p in record["phases"])  # a skipped phase does not shift seeds
+        current, phase_record = search_phase(current, spec, phase.moves, neurons, data, n, seed + ran, cfg)
+        record["phases"].append(phase_record)
+    if current is model:
+        current = copy.deepcopy(model)
+    record["losses"] = {f"{i}:{p['moves']}": p.get("losses", []) for i, p in enumerate(record["phases"])}
+    record["heldout_loss_after"] = evaluate(current, data.heldout)
+    return current, record
+
+
+def spec_width(model: nn.Module, name: str) -> int:
+    """Output width of the ``nn.Linear`` named ``name``."""
+    return int(model.get_submodule(name).out_features)

@@ -1,0 +1,216 @@
+"""Stage 7 on real speech: pseudo-labels from a real first-pass decode, neurons from real
+statistics, adaptation units through the system code. Selective adaptation moves only the
+selected neurons; LHUC leaves the base weights alone; the adaptation sets' transcripts never reach
+training; a seed fixes a run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+import torch
+from lhotse import CutSet, load_manifest
+
+from fixtures_speech import tiny_speech  # noqa: F401  (pytest fixture)
+from neurosel.adapt.pseudo import (KeptLabels, PseudoCtcDataset, PseudoLabelConfig, PseudoLabels,
+                                   pseudo_label_report, read_pseudo_labels, select_pseudo_labels)
+from neurosel.adapt.stage import POOLED, StagePaths, Unit, heldout_split, list_units, run_unit
+from neurosel.adapt.systems import SYSTEMS, AdaptConfig, close_phase, open_phase, phase_steps
+from neurosel.decode.graph import load_graph
+from neurosel.decode.run import decode_cuts, merge_and_score, write_part
+from neurosel.decode.types import DecodeConfig
+from neurosel.inference import feature_batches
+from neurosel.model import ModelConfig, build_model, load_model, save_model
+from neurosel.saliency.classify import ClassifyConfig, classify, neurons_of
+from neurosel.saliency.stats import collect_stats
+from neurosel.saliency.tables import write_neurons_tsv
+from neurosel.train.data import load_bpe, load_cmvn
+from neurosel.train.loop import train_step
+
+COND = "x"
+ADAPT_SET = f"ood_adapt_{COND}"
+CFG = dict(systems=["adapt_all"], pooled_systems=[], num_seeds=1, steps=4, max_duration=8.0,
+           lr_grid=[1e-3], lr_grid_by_phase={"selective": [1e-2], "random": [1e-2], "lhuc": [3e-2]},
+           weight_decay=0.1)
+
+
+def write_fbank(root, cuts: CutSet, cmvn_src) -> None:
+    """An fbank dir whose adaptation set is ``cuts`` (features stay where they are)."""
+    root.mkdir(parents=True, exist_ok=True)
+    cuts.to_file(root / f"cuts_{ADAPT_SET}.jsonl.gz")
+    shutil.copy(cmvn_src, root / "cmvn.npz")
+
+
+@pytest.fixture(scope="module")
+def stage(tiny_speech, tmp_path_factory):  # noqa: F811
+    """Baseline model, lang, fbank (train cuts as the adaptation set), a greedy first-pass decode
+    and a neurons.tsv from the model's statistics on the adaptation audio."""
+    root = tmp_path_factory.mktemp("adapt_stage")
+    lang = root / "lang"
+    lang.mkdir()
+    shutil.copy(tiny_speech.lang_dir / "bpe.model", lang / "bpe.model")
+    words = sorted({w for t in tiny_speech.texts.values() for w in t.split()})
+    (lang / "words.txt").write_text("".join(f"{w} {i}\n" for i, w in enumerate(["<eps>"] + words)))
+    sp = load_bpe(lang)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(vocab_size=sp.get_piece_size(), conv_channels=[4, 4], fc_dims=[24, 24, 24]))
+    model.eval()
+    save_model(model, root / "model.pt")
+    cuts = load_manifest(tiny_speech.fbank_dir / "cuts_train.jsonl.gz", CutSet).to_eager()
+    write_fbank(root / "fbank", cuts, tiny_speech.fbank_dir / "cmvn.npz")
+    cmvn = load_cmvn(root / "fbank" / "cmvn.npz")
+
+    first_pass = root / "exp" / "decode" / "baseline" / ADAPT_SET
+    hyps = decode_cuts(model, cuts, cmvn, load_graph(lang, with_tlg=False), DecodeConfig(method="greedy"))
+    write_part(hyps, first_pass / "parts" / "1.tsv")
+    merge_and_score(first_pass, cuts, 1)
+
+    batches = [((b.feats, b.feat_lens), None) for b in feature_batches(cuts, cmvn, 30.0)]
+    stats = collect_stats(model, model.fc_spec(), batches, forward=lambda m, x: m(*x))
+    classes = classify(stats, ClassifyConfig(mode="percentile", percent=10.0))
+    write_neurons_tsv(root / "exp" / "saliency" / ADAPT_SET / "neurons.tsv", stats, classes, {})
+    return root, classes
+
+
+def paths_for(root, fbank=None, exp=None) -> StagePaths:
+    exp = exp or root / "exp"
+    return StagePaths(model=root / "model.pt", lang=root / "lang", fbank=fbank or root / "fbank",
+                      saliency=root / "exp" / "saliency", pseudo=root / "exp" / "decode" / "baseline",
+                      adapt=exp / "adapt", decode=exp / "decode")
+
+
+def run(root, system: str, seed: int = 1, **kw) -> tuple[dict, dict]:
+    """Run one unit; returns the adapted state_dict and adapt.json."""
+    paths = paths_for(root, kw.pop("fbank", None), kw.pop("exp", None))
+    unit = Unit(system, seed, COND)
+    run_unit(unit, paths, AdaptConfig(**{**CFG, **kw}), [COND], force=True)
+    model, _ = load_model(unit.model_dir(paths.adapt) / "model.pt")
+    return model.state_dict(), json.loads((unit.model_dir(paths.adapt) / "adapt.json").read_text())
+
+
+def test_selective_moves_only_the_selected_neurons(stage):
+    root, classes = stage
+    base, _ = load_model(root / "model.pt")
+    adapted, record = run(root, "adapt_selective")
+    neurons = neurons_of(classes)
+    hyper = neurons_of(classes, ("hyper",))
+    assert record["phases"][0]["moved"]["moving"] == sum(len(v) * (base.fc[k].in_features + 1)
+                                                         for k, v in neurons.items())
+    for name, before in base.state_dict().items():
+        after = adapted[name]
+        layer = int(name.split(".")[1]) if name.startswith("fc.") else None
+        if layer is None:  # conv, output layer
+            assert torch.equal(before, after), name
+            continue
+        selected = torch.zeros(before.shape[0], dtype=torch.bool)
+        selected[neurons[layer]] = True
+        assert torch.equal(before[~selected], after[~selected]), f"{name}: an unselected row moved"
+        changed = (before != after).reshape(before.shape[0], -1).any(dim=1)
+        assert changed[hyper[layer]].all(), f"{name}: a selected (hyper) row did not move"
+
+
+def test_lhuc_leaves_base_weights_untouched_until_folded(stage):
+    root, _ = stage
+    model, _ = load_model(root / "model.pt")
+    spec = model.fc_spec()
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    params, moved = open_phase(model, spec, "lhuc", {}, outgoing=False)
+    assert moved["moving"] == 3 * 24
+    labels = read_pseudo_labels(root / "exp" / "decode" / "baseline" / ADAPT_SET)
+    kept = select_pseudo_labels(labels, PseudoLabelConfig())
+    cuts = load_manifest(root / "fbank" / f"cuts_{ADAPT_SET}.jsonl.gz", CutSet).subset(cut_ids=list(kept.tokens)[:6])
+    batch = PseudoCtcDataset(kept.tokens, load_cmvn(root / "fbank" / "cmvn.npz"))[cuts]
+    optimizer = torch.optim.Adam(params, lr=0.05, weight_decay=0.1)
+    for _ in range(3):
+        train_step(model, batch, params, optimizer)
+    for name, before in base.items():
+        assert torch.equal(before, model.state_dict()[name]), f"LHUC moved base weight {name}"
+    assert any((p != 0).any() for p in params)
+    model.eval()
+    with torch.no_grad():
+        wrapped = model(batch.feats, batch.feat_lens)[0]
+        close_phase(model, spec, "lhuc")
+        folded = model(batch.feats, batch.feat_lens)[0]
+    assert torch.allclose(wrapped, folded, atol=1e-5)
+    assert not torch.equal(base["output.weight"], model.state_dict()["output.weight"])
+
+
+def test_transcripts_of_the_adaptation_set_never_reach_training(stage, tmp_path):
+    root, _ = stage
+    cuts = load_manifest(root / "fbank" / f"cuts_{ADAPT_SET}.jsonl.gz", CutSet).to_eager()
+    garbled = CutSet.from_cuts(c.map_supervisions(lambda s: dataclasses.replace(s, text="zebra " * 7)) for c in cuts)
+    write_fbank(tmp_path / "garbled", garbled, root / "fbank" / "cmvn.npz")
+    no_sup = CutSet.from_cuts(c.drop_supervisions() for c in cuts)
+    write_fbank(tmp_path / "nosup", no_sup, root / "fbank" / "cmvn.npz")
+    for system in ("adapt_all", "adapt_selective_full"):
+        original = run(root, system, exp=tmp_path / "a")
+        for variant in ("garbled", "nosup"):
+            other = run(root, system, fbank=tmp_path / variant, exp=tmp_path / variant / "exp")
+            assert original[1]["losses"] == other[1]["losses"]
+            assert all(torch.equal(original[0][k], other[0][k]) for k in original[0])
+    # the oracle, which does read them, tells the difference: the check above can fail
+    truth = run(root, "adapt_oracle", exp=tmp_path / "a")
+    lies = run(root, "adapt_oracle", fbank=tmp_path / "garbled", exp=tmp_path / "garbled" / "exp")
+    assert truth[1]["losses"] != lies[1]["losses"]
+
+
+def test_a_seed_fixes_the_run(stage, tmp_path):
+    root, _ = stage
+    first = run(root, "adapt_random_full", seed=3, exp=tmp_path / "a")
+    again = run(root, "adapt_random_full", seed=3, exp=tmp_path / "b")
+    other = run(root, "adapt_random_full", seed=4, exp=tmp_path / "c")
+    assert first[1]["losses"] == again[1]["losses"]
+    assert all(torch.equal(first[0][k], again[0][k]) for k in first[0])
+    assert first[1]["neurons"] != other[1]["neurons"]
+    assert [len(v) for v in first[1]["neurons"].values()] == [len(v) for v in other[1]["neurons"].values()]
+
+
+def test_no_neurons_skips_the_neuron_phase(stage, tmp_path):
+    root, _ = stage
+    exp = tmp_path / "exp"
+    shutil.copytree(root / "exp" / "decode", exp / "decode")
+    tsv = root / "exp" / "saliency" / ADAPT_SET / "neurons.tsv"
+    empty = exp / "saliency" / ADAPT_SET / "neurons.tsv"
+    empty.parent.mkdir(parents=True)
+    empty.write_text("".join(line.replace("\thyper\t", "\tnormal\t").replace("\thypo\t", "\tnormal\t")
+                             for line in tsv.read_text().splitlines(keepends=True)))
+    paths = StagePaths(model=root / "model.pt", lang=root / "lang", fbank=root / "fbank", saliency=exp / "saliency",
+                       pseudo=exp / "decode" / "baseline", adapt=exp / "adapt", decode=exp / "decode")
+    run_unit(Unit("adapt_selective_full", 1, COND), paths, AdaptConfig(**CFG), [COND])
+    record = json.loads((exp / "adapt" / "adapt_selective_full.s1" / "adapted_x" / "adapt.json").read_text())
+    assert record["phases"][0]["skipped"] == "no neurons selected; phase skipped"
+    assert record["phases"][1]["steps"] == CFG["steps"]
+
+
+def test_pseudo_label_selection_and_report(stage):
+    root, _ = stage
+    labels = PseudoLabels(tokens={"a": [3, 4], "b": [], "c": [5], "d": [6, 7]},
+                          confidence={"a": 0.9, "b": 0.99, "c": 0.5, "d": 0.7})
+    assert list(select_pseudo_labels(labels, PseudoLabelConfig()).tokens) == ["a", "c", "d"]
+    top = select_pseudo_labels(labels, PseudoLabelConfig(keep="top_fraction", top_fraction=0.5))
+    assert list(top.tokens) == ["a", "d"] and top.dropped_empty == 1 and top.dropped_confidence == 1
+    assert list(select_pseudo_labels(labels, PseudoLabelConfig(keep="threshold", threshold=0.8)).tokens) == ["a"]
+    assert select_pseudo_labels(labels, PseudoLabelConfig(keep="weight")).weights == {"a": 0.9, "c": 0.5, "d": 0.7}
+    first_pass = root / "exp" / "decode" / "baseline" / ADAPT_SET
+    real = read_pseudo_labels(first_pass)
+    cuts = load_manifest(root / "fbank" / f"cuts_{ADAPT_SET}.jsonl.gz", CutSet)
+    report = pseudo_label_report(real, KeptLabels(real.tokens, None, 0, 0), cuts, [first_pass])
+    wer = float((first_pass / "wer").read_text().split()[1])
+    assert report["utterances"] == len(cuts) and report["pseudo_wer_all"] == pytest.approx(wer, abs=0.01)
+
+
+def test_units_split_and_budget():
+    units = list_units(AdaptConfig(systems=["adapt_all", "adapt_lhuc"], pooled_systems=["adapt_all"], num_seeds=2),
+                       ["noise", "telephone"], seed=7)
+    assert len(units) == 2 * 2 * 2 + 2
+    assert units[0].name == "adapt_all.s7" and units[-1] == Unit("adapt_all", 8, POOLED)
+    assert units[-1].name == "adapt_all_pooled.s8"
+    assert units[-1].test_sets(["noise", "telephone"]) == ["ood_noise", "ood_telephone", "test"]
+    ids = [f"u{i}" for i in range(20)]
+    train, heldout = heldout_split(ids, 0.15)
+    assert len(heldout) == 3 and sorted(train + heldout) == sorted(ids)
+    assert heldout_split(list(reversed(ids)), 0.15) == (train, heldout)
+    assert phase_steps(SYSTEMS["adapt_selective_full"], 61, 0.5) == [30, 31]
+    assert phase_steps(SYSTEMS["adapt_all"], 61, 0.5) == [61]
