@@ -49,6 +49,7 @@ def test_training_lowers_the_loss_and_writes_its_outputs(tiny_speech: TinySpeech
     assert "validation loss" in (tmp_path / "log" / "train.log").read_text()
     model, model_cfg = load_model(model_path)
     assert model_cfg.fc_norm == "none" and model_cfg.vocab_size == 40
+    assert load_model(list_checkpoints(tmp_path)[-1])[1].fc_norm == "batchnorm"  # resumable ones load too
     saved = C.load_yaml(tmp_path / "config.yaml")
     assert saved["model"]["fc_norm"] == "batchnorm" and saved["model"]["vocab_size"] == 40
 
@@ -81,6 +82,11 @@ def test_killed_run_resumes_to_the_uninterrupted_state(tiny_speech: TinySpeech, 
     # the finished run is complete: the same command again only rewrites model.pt
     run(tiny_config("max_steps=11", *common), tiny_speech, killed)
     assert list_checkpoints(killed)[-1].name == "checkpoint-11.pt"
+
+
+def test_empty_cut_set_is_an_error(tiny_speech: TinySpeech, tmp_path: Path) -> None:
+    with pytest.raises(NeuroselError, match="the train cut set is empty"):
+        run(tiny_config("max_steps=2"), tiny_speech, tmp_path, train_cuts=CutSet.from_cuts([]))
 
 
 def test_resume_refuses_a_changed_training_config(tiny_speech: TinySpeech, tmp_path: Path) -> None:

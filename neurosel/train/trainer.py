@@ -147,9 +147,13 @@ def check_resumable(path: Path, saved: dict, current: dict) -> None:
             )
 
 
-def as_cuts(cuts: CutSet | str | Path) -> CutSet:
-    """A CutSet, or a path to one (read lazily)."""
-    return cuts if isinstance(cuts, CutSet) else load_manifest_lazy(cuts)
+def as_cuts(cuts: CutSet | str | Path, split: str) -> CutSet:
+    """A non-empty CutSet, or a path to one (read lazily)."""
+    cut_set = cuts if isinstance(cuts, CutSet) else load_manifest_lazy(cuts)
+    if next(iter(cut_set), None) is None:
+        where = f"{split} cuts" if isinstance(cuts, CutSet) else str(cuts)
+        raise NeuroselError(f"{where}: the {split} cut set is empty")
+    return cut_set
 
 
 def train(cfg: TrainConfig, cuts_train: CutSet | str | Path, cuts_dev: CutSet | str | Path,
@@ -166,7 +170,8 @@ def train(cfg: TrainConfig, cuts_train: CutSet | str | Path, cuts_dev: CutSet | 
     logging.getLogger("neurosel").addHandler(handler)
     logging.getLogger("neurosel").setLevel(logging.INFO)
     try:
-        return _train(cfg, as_cuts(cuts_train), as_cuts(cuts_dev), Path(lang_dir), Path(cmvn_path), exp_dir, quiet)
+        return _train(cfg, as_cuts(cuts_train, "train"), as_cuts(cuts_dev, "dev"), Path(lang_dir), Path(cmvn_path),
+                      exp_dir, quiet)
     finally:
         logging.getLogger("neurosel").removeHandler(handler)
         handler.close()
