@@ -21,9 +21,7 @@ from lhotse.dataset import DynamicBucketingSampler, SpecAugment
 from lhotse.dataset.collation import collate_features
 
 from neurosel.errors import NeuroselError
-
-BLANK_PIECE = "<blk>"
-
+from neurosel.lang import bpe
 
 @dataclass
 class SpecAugmentConfig:
@@ -75,17 +73,7 @@ def apply_cmvn(feats: torch.Tensor, cmvn: tuple[torch.Tensor, torch.Tensor]) -> 
 
 def load_bpe(lang_dir: str | Path) -> spm.SentencePieceProcessor:
     """``<lang_dir>/bpe.model``, checked to have the CTC blank ``<blk>`` as piece 0."""
-    path = Path(lang_dir) / "bpe.model"
-    if not path.is_file():
-        raise NeuroselError(f"{path}: no such file")
-    sp = spm.SentencePieceProcessor()
-    try:
-        sp.load(str(path))
-    except (OSError, RuntimeError) as e:
-        raise NeuroselError(f"{path}: cannot load sentencepiece model ({e})") from e
-    if sp.id_to_piece(0) != BLANK_PIECE:
-        raise NeuroselError(f"{path}: piece 0 is {sp.id_to_piece(0)!r}, expected the CTC blank {BLANK_PIECE!r}")
-    return sp
+    return bpe.load_bpe(Path(lang_dir) / "bpe.model")
 
 
 class CtcDataset(torch.utils.data.Dataset):
