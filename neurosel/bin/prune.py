@@ -1,0 +1,96 @@
+"""Stage 6, prune, in the steps that ``steps/prune.sh`` strings together:
+
+``python -m neurosel.bin.prune list   [cfg] <model.pt> <saliency-dir> <fbank> <prune-dir>``
+    print the system names (one per line) to stdout
+``python -m neurosel.bin.prune work   [cfg] --job J --num-jobs N <model.pt> <saliency-dir> <fbank> <prune-dir>``
+    job J of N: build every N-th system -> ``<prune-dir>/<system>/{model.pt,removed.tsv,prune.json}``
+``python -m neurosel.bin.prune merge  [cfg] <model.pt> <saliency-dir> <fbank> <prune-dir>``
+    ``<prune-dir>/summary.tsv`` and ``reference.json``; prints the summary table
+``python -m neurosel.bin.prune status [cfg] <model.pt> <saliency-dir> <fbank> <prune-dir>``
+    exit 0 if every system is built and up to date, 1 otherwise
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from pathlib import Path
+
+import torch
+
+from neurosel import config as C
+from neurosel.cli import config_args, run_main
+from neurosel.decode.run import load_cuts
+from neurosel.errors import NeuroselError
+from neurosel.inference import feature_batches
+from neurosel.io import write_json, write_text
+from neurosel.prune.stage import (SUMMARY_HEADER, PruneStageConfig, SystemPlan, build_system, choose_reference,
+                                  format_rows, plan_systems, summary_rows)
+from neurosel.saliency.tables import read_neurons_tsv
+from neurosel.stage import fingerprint, run_once, status
+from neurosel.train.data import load_cmvn
+
+log = logging.getLogger("neurosel.prune")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="prune", description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["list", "work", "merge", "status"])
+    config_args(parser)
+    parser.add_argument("--job", type=int, default=1)
+    parser.add_argument("--num-jobs", type=int, default=1)
+    parser.add_argument("--num-threads", type=int, default=1)
+    parser.add_argument("--force", action="store_true")
+    parser.add_argument("model", type=Path, help="baseline model.pt")
+    parser.add_argument("saliency_dir", type=Path, help="stage 5 output: <ref>/neurons.tsv")
+    parser.add_argument("fbank", type=Path, help="stage 1 output (cuts of the speed-test set, cmvn.npz)")
+    parser.add_argument("prune_dir", type=Path)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.num_threads)
+    cfg = C.resolve(PruneStageConfig, args.config, args.overlay, "prune", args.overrides)
+    reference = choose_reference(args.saliency_dir, cfg.reference_set)
+    table_path = args.saliency_dir / reference[0] / "neurons.tsv"
+    table = read_neurons_tsv(table_path)
+    plans = plan_systems(cfg, list(table.scores))
+    inputs = [args.model, table_path, args.fbank / f"cuts_{cfg.speed_set}.jsonl.gz", args.fbank / "cmvn.npz"]
+
+    def digest_config(plan: SystemPlan) -> dict:
+        return {"prune": C.to_dict(cfg), "system": dataclasses.asdict(plan), "reference": reference[0]}
+
+    if args.action == "list":
+        print("\n".join(p.name for p in plans))
+        return 0
+    if args.action == "status":
+        stale = [p.name for p in plans
+                 if status(args.prune_dir / p.name, fingerprint(digest_config(p), inputs)) != "done"]
+        if stale or args.force:
+            log.info("to build: %d of %d systems", len(stale) if not args.force else len(plans), len(plans))
+            return 1
+        log.info("%s: every system up to date (reference set %s), skipping", args.prune_dir, reference[0])
+        return 0
+    if args.action == "work":
+        if not 1 <= args.job <= args.num_jobs:
+            raise NeuroselError(f"job {args.job} is not in 1..{args.num_jobs}")
+        log.info("reference set %s (%s)", *reference)
+        cuts = load_cuts(args.fbank, cfg.speed_set)
+        cuts = cuts.subset(cut_ids=sorted(cuts.ids)[:cfg.speed_utterances])
+        batches = list(feature_batches(cuts, load_cmvn(args.fbank / "cmvn.npz"), cfg.max_duration))
+        for plan in plans[args.job - 1::args.num_jobs]:
+            out = args.prune_dir / plan.name
+            run_once(f"prune {plan.name}", out, digest_config(plan), inputs,
+                     lambda: build_system(plan, args.model, reference, table, batches, cfg.speed_repeats, out),
+                     force=args.force)
+        return 0
+    rows = summary_rows(args.prune_dir, plans)
+    write_text(args.prune_dir / "summary.tsv", "\n".join("\t".join(r) for r in [SUMMARY_HEADER, *rows]) + "\n")
+    write_json(args.prune_dir / "reference.json", {"reference_set": reference[0], "why": reference[1],
+                                                    "systems": [p.name for p in plans]})
+    C.save(cfg, args.prune_dir / "config.yaml")
+    print(f"reference set: {reference[0]} ({reference[1]})")
+    print(format_rows(SUMMARY_HEADER, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Stage 6: pruned copies of <model.pt> from the hyper/hypo classes and pruning-criteria scores of
+# stage 5 -> <prune-dir>/<system>/{model.pt,removed.tsv,prune.json}, <prune-dir>/summary.tsv;
+# then, with --test-sets, decode each system with the baseline's tuned decode config into
+# <decode-root>/<system>/<set>/. Systems and decodes already up to date are skipped.
+set -euo pipefail
+
+config=
+overlay=
+overrides=
+cmd=utils/run.pl
+decode_cmd=
+nj=1
+test_sets=
+decode_config=
+decode_root=
+force=false
+quiet=false
+help_message="Usage: $0 [options] <model.pt> <saliency-dir> <fbank-dir> <lang-dir> <prune-dir>
+ e.g.: $0 --nj 2 --config conf/prune.yaml --test-sets test,ood_noise \\
+         --decode-config exp/decode/baseline/decode.yaml \\
+         exp/baseline/model.pt exp/saliency data/fbank data/lang exp/prune
+Options:
+  --config <yaml>         stage config
+  --overlay <yaml>        overlay config (section 'prune')
+  --overrides 'k=v ..'    config overrides
+  --cmd <launcher>        job launcher for pruning
+  --decode-cmd <launcher> job launcher for decoding (default: --cmd)
+  --nj <n>                parallel jobs (pruning: over systems; decoding: per system)
+  --test-sets <a,b,..>    sets to decode every system on (empty: build the models only)
+  --decode-config <yaml>  the baseline's tuned decode.yaml (needed with --test-sets)
+  --decode-root <dir>     where <system>/<set>/ decodes go (default: <prune-dir>/../decode)
+  --force <bool>          redo even if up to date"
+. utils/parse_options.sh
+[ $# -eq 5 ] || { echo "$help_message" >&2; exit 1; }
+model=$1 saliency=$2 fbank=$3 lang=$4 dir=$5
+decode_cmd=${decode_cmd:-$cmd}
+decode_root=${decode_root:-$(dirname "$dir")/decode}
+for f in "$model" "$saliency/dev/neurons.tsv" "$fbank/cmvn.npz"; do
+  [ -f "$f" ] || { echo "$0: $f does not exist (run the earlier stages)" >&2; exit 1; }
+done
+if [ -n "$test_sets" ]; then
+  [ -f "$decode_config" ] || { echo "$0: --test-sets needs --decode-config <tuned decode.yaml>" >&2; exit 1; }
+  [ -f "$lang/TLG.fst" ] || [ -f "$lang/bpe.model" ] || { echo "$0: $lang is not a lang dir" >&2; exit 1; }
+fi
+
+. steps/common.sh
+if ! python -m neurosel.bin.prune status $(config_opts) "$model" "$saliency" "$fbank" "$dir"; then
+  run_step "$cmd JOB=1:$nj" "$dir/log/work.JOB.log" \
+    python -m neurosel.bin.prune work $(config_opts) --job JOB --num-jobs "$nj" "$model" "$saliency" "$fbank" "$dir"
+  run_step "$cmd" "$dir/log/merge.log" \
+    python -m neurosel.bin.prune merge $(config_opts) "$model" "$saliency" "$fbank" "$dir"
+  grep -v '^#' "$dir/log/merge.log" | grep -v ' INFO '
+fi
+[ -n "$test_sets" ] || exit 0
+systems=$(python -m neurosel.bin.prune list $(config_opts) "$model" "$saliency" "$fbank" "$dir")
+for system in $systems; do
+  steps/decode.sh --cmd "$decode_cmd" --nj "$nj" --force "$force" --config "$decode_config" \
+    "$dir/$system/model.pt" "$lang" "$fbank" "$decode_root/$system" "$test_sets"
+done
