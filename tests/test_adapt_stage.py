@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 
 import pytest
@@ -17,7 +18,7 @@ from fixtures_speech import tiny_speech  # noqa: F401  (pytest fixture)
 from neurosel.adapt.pseudo import (KeptLabels, PseudoCtcDataset, PseudoLabelConfig, PseudoLabels,
                                    pseudo_label_report, read_pseudo_labels, select_pseudo_labels)
 from neurosel.adapt.stage import POOLED, StagePaths, Unit, heldout_split, list_units, run_unit
-from neurosel.adapt.systems import SYSTEMS, AdaptConfig, close_phase, open_phase, phase_steps
+from neurosel.adapt.systems import SYSTEMS, AdaptConfig, close_phase, entropy_step, open_phase, phase_steps
 from neurosel.decode.graph import load_graph
 from neurosel.decode.run import decode_cuts, merge_and_score, write_part
 from neurosel.decode.types import DecodeConfig
@@ -214,3 +215,19 @@ def test_units_split_and_budget():
     assert heldout_split(list(reversed(ids)), 0.15) == (train, heldout)
     assert phase_steps(SYSTEMS["adapt_selective_full"], 61, 0.5) == [30, 31]
     assert phase_steps(SYSTEMS["adapt_all"], 61, 0.5) == [61]
+
+
+def test_entropy_minimisation_lowers_the_output_entropy(stage):
+    root, _ = stage
+    _, record = run(root, "adapt_entropy", steps=6)
+    assert record["phases"][0]["objective"] == "entropy"
+    model, _ = load_model(root / "model.pt")
+    labels = read_pseudo_labels(root / "exp" / "decode" / "baseline" / ADAPT_SET)
+    kept = select_pseudo_labels(labels, PseudoLabelConfig())
+    cuts = load_manifest(root / "fbank" / f"cuts_{ADAPT_SET}.jsonl.gz", CutSet).subset(cut_ids=list(kept.tokens)[:6])
+    batch = PseudoCtcDataset(kept.tokens, load_cmvn(root / "fbank" / "cmvn.npz"))[cuts]
+    params = list(model.parameters())
+    optimizer = torch.optim.Adam(params, lr=1e-3)
+    model.eval()  # no dropout: the entropy of the same batch must fall
+    entropies = [entropy_step(model, batch, params, optimizer, grad_clip=5.0) for _ in range(5)]
+    assert entropies[-1] < entropies[0] <= math.log(model.output.out_features) + 1e-4

@@ -15,6 +15,8 @@ Systems (names from DESIGN.md; each phase gets ``share`` of the same step budget
 ``adapt_random_full``       random neurons with the same per-layer counts, then every parameter
 ``adapt_lhuc``              one learned amplitude per FC neuron (LHUC), folded into the weights
 ``adapt_oracle``            every parameter, trained on the TRUE transcripts (upper bound)
+``adapt_entropy``           every parameter, minimising the per-frame entropy of the output
+                            posteriors (TENT/SUTA-style, no labels at all); not run by default
 ==========================  ===============================================================
 
 A neuron phase with no neuron to move (no hyper/hypo neuron found) is skipped and recorded as
@@ -35,7 +37,7 @@ import copy
 import logging
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 import torch
 from torch import nn
@@ -55,11 +57,13 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Phase:
     """One phase of a system: what moves (``all``/``fc``/``conv``/``last``, ``selective``,
-    ``random``, ``lhuc``) and its share of the step budget (the shares of a system sum to 1;
-    ``None`` = the configured ``selective_share``, the rest to the next phase)."""
+    ``random``, ``lhuc``), its share of the step budget (the shares of a system sum to 1;
+    ``None`` = the configured ``selective_share``, the rest to the next phase) and what it
+    minimises (``ctc``: CTC loss on the labels; ``entropy``: output entropy, labels unused)."""
 
     moves: str
     share: float | None = 1.0
+    objective: Literal["ctc", "entropy"] = "ctc"
 
 
 SYSTEMS: dict[str, tuple[Phase, ...]] = {
@@ -72,7 +76,9 @@ SYSTEMS: dict[str, tuple[Phase, ...]] = {
     "adapt_random_full": (Phase("random", None), Phase("all", None)),
     "adapt_lhuc": (Phase("lhuc"),),
     "adapt_oracle": (Phase("all"),),
+    "adapt_entropy": (Phase("all", objective="entropy"),),
 }
+DEFAULT_SYSTEMS = [s for s in SYSTEMS if s != "adapt_entropy"]
 ORACLE = "adapt_oracle"  # the one system trained on true transcripts
 
 
@@ -80,7 +86,7 @@ ORACLE = "adapt_oracle"  # the one system trained on true transcripts
 class AdaptConfig:
     """``conf/adapt.yaml``: which systems run, the budget and the search (see module docstring)."""
 
-    systems: list[str] = field(default_factory=lambda: [s for s in SYSTEMS])
+    systems: list[str] = field(default_factory=lambda: list(DEFAULT_SYSTEMS))
     pooled_systems: list[str] = field(default_factory=lambda: ["adapt_all", "adapt_selective_full"])
     num_seeds: int = 3
     steps: int = 120  # the step budget of every system
@@ -167,35 +173,51 @@ def close_phase(model: nn.Module, spec: FcSpec, moves: str) -> None:
         merge_selection(model)
 
 
-def train_phase(model: nn.Module, spec: FcSpec, moves: str, neurons: dict[int, torch.Tensor],
+def entropy_step(model: nn.Module, batch: Batch, params: list[nn.Parameter], optimizer: torch.optim.Optimizer,
+                 grad_clip: float) -> float:
+    """One update lowering the mean entropy (nats) of the output posteriors over the valid output
+    frames of ``batch`` (its targets are not used). Returns that entropy before the update."""
+    optimizer.zero_grad(set_to_none=True)
+    log_probs, out_lens = model(batch.feats, batch.feat_lens)  # (B, T', V), (B,)
+    valid = torch.arange(log_probs.size(1))[None, :] < out_lens[:, None]
+    frames = log_probs[valid]
+    loss = -(frames.exp() * frames).sum(-1).mean()
+    loss.backward()
+    norm = nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
+    if torch.isfinite(norm):
+        optimizer.step()
+    return float(loss.detach())
+
+
+def train_phase(model: nn.Module, spec: FcSpec, phase: Phase, neurons: dict[int, torch.Tensor],
                 batches: Iterator[Batch], steps: int, lr: float, cfg: AdaptConfig) -> tuple[list[float], dict]:
     """One phase in place: select, NEW Adam optimizer, ``train_mode``, ``steps`` updates, merge.
-    Returns the per-step losses and what moved."""
-    params, moved = open_phase(model, spec, moves, neurons, cfg.outgoing)
+    Returns the per-step losses (of the phase's objective) and what moved."""
+    params, moved = open_phase(model, spec, phase.moves, neurons, cfg.outgoing)
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+    step = train_step if phase.objective == "ctc" else entropy_step
     train_mode(model)  # not run_steps: its model.train() would put frozen BatchNorm layers in train mode
-    losses = [train_step(model, batch, params, optimizer, grad_clip=cfg.grad_clip)
-              for batch in islice(batches, steps)]
-    close_phase(model, spec, moves)
+    losses = [step(model, batch, params, optimizer, grad_clip=cfg.grad_clip) for batch in islice(batches, steps)]
+    close_phase(model, spec, phase.moves)
     model.eval()
     return losses, moved
 
 
-def search_phase(model: nn.Module, spec: FcSpec, moves: str, neurons: dict[int, torch.Tensor],
+def search_phase(model: nn.Module, spec: FcSpec, phase: Phase, neurons: dict[int, torch.Tensor],
                  data: AdaptData, steps: int, seed: int, cfg: AdaptConfig) -> tuple[nn.Module, dict]:
     """Train a copy of ``model`` per learning rate of the phase's grid; returns the copy with the
     lowest held-out loss and the phase record (chosen lr, held-out loss per lr, losses, moved)."""
     tried = []
-    for lr in cfg.grid(moves):
+    for lr in cfg.grid(phase.moves):
         candidate = copy.deepcopy(model)
         torch.manual_seed(seed)  # same dropout masks for every rate
-        losses, moved = train_phase(candidate, spec, moves, neurons, data.train(seed), steps, lr, cfg)
+        losses, moved = train_phase(candidate, spec, phase, neurons, data.train(seed), steps, lr, cfg)
         heldout = evaluate(candidate, data.heldout)
         log.info("phase %s lr %g: train loss %.3f -> %.3f, held-out loss %.4f",
-                 moves, lr, losses[0], losses[-1], heldout)
+                 phase.moves, lr, losses[0], losses[-1], heldout)
         tried.append((heldout, lr, candidate, losses, moved))
     heldout, lr, best, losses, moved = min(tried, key=lambda t: (t[0], t[1]))
-    record = {"moves": moves, "steps": steps, "lr": lr, "heldout_loss": heldout,
+    record = {"moves": phase.moves, "objective": phase.objective, "steps": steps, "lr": lr, "heldout_loss": heldout,
               "heldout_loss_by_lr": {f"{t[1]:g}": t[0] for t in tried}, "losses": losses, "moved": moved}
     return best, record
 
@@ -226,7 +248,7 @@ def adapt_system(model: nn.Module, spec: FcSpec, system: str, neurons: dict[int,
                 steps[i + 1] += n  # the next phase gets the whole budget
             continue
         ran = sum("skipped" not in p for p in record["phases"])  # a skipped phase does not shift seeds
-        current, phase_record = search_phase(current, spec, phase.moves, neurons, data, n, seed + ran, cfg)
+        current, phase_record = search_phase(current, spec, phase, neurons, data, n, seed + ran, cfg)
         record["phases"].append(phase_record)
     if current is model:
         current = copy.deepcopy(model)
