@@ -58,8 +58,10 @@ def torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to ``path`` atomically (a killed save never leaves a truncated file)."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        # through a file object: given a path, torch names the zip archive after the (random)
+        # temporary file, and the same checkpoint would get different bytes
+        torch.save(obj, f)
 
 
 def torch_load(path: str | Path) -> Any:
