@@ -108,6 +108,25 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
     "$exp/baseline/model.pt" "$data/lang" "$data/fbank" "$exp/decode/baseline" "dev,$test_sets"
 fi
 
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  log "stage 5: neuron statistics, hyper/hypo neurons and pruning criteria (dev, each OOD adaptation set, pooled)"
+  steps/saliency.sh $opts --cmd "$cpu_cmd" --nj "$nj" --config "$conf/saliency.yaml" \
+    "$exp/baseline/model.pt" "$data/fbank" "$data/lang" "$exp/saliency"
+fi
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  log "stage 6: prune (hyper, hypo, hyper+hypo, random, each criterion; WER against fraction removed)"
+  steps/prune.sh $opts --cmd "$cpu_cmd" --decode-cmd "$decode_cmd" --nj "$nj" --config "$conf/prune.yaml" \
+    --test-sets "$test_sets" --decode-config "$exp/decode/baseline/decode.yaml" \
+    "$exp/baseline/model.pt" "$exp/saliency" "$data/fbank" "$data/lang" "$exp/prune"
+fi
+
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  log "stage 7: adapt to each OOD condition (pseudo-labels; blind, selective, selective+full, random+full, LHUC, oracle; pooled)"
+  steps/adapt.sh $opts --cmd "$train_cmd" --decode-cmd "$decode_cmd" --nj "$nj" --seed "$seed" \
+    --config "$conf/adapt.yaml" "$exp/baseline/model.pt" "$data/lang" "$data/fbank" "$exp"
+fi
+
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
   log "stage 8: report"
   # the default run of a recipe also refreshes its tracked RESULTS.md
