@@ -21,6 +21,15 @@ def config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def job_args(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of a Kaldi-style job: ``--job J --num-jobs N`` (its share of the work),
+    ``--num-threads`` (torch threads) and ``--force`` (redo even if up to date)."""
+    parser.add_argument("--job", type=int, default=1, help="this job's number, 1-based")
+    parser.add_argument("--num-jobs", type=int, default=1, help="how many jobs share the work")
+    parser.add_argument("--num-threads", type=int, default=1, help="torch threads of this job")
+    parser.add_argument("--force", action="store_true", help="redo even if up to date")
+
+
 def show_progress(args: argparse.Namespace) -> bool:
     """Progress bars only on a terminal, and never with ``--quiet``."""
     return not getattr(args, "quiet", False) and sys.stderr.isatty()

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from neurosel import config as C
-from neurosel.cli import config_args, run_main
+from neurosel.cli import config_args, job_args, run_main
 from neurosel.decode.graph import load_graph
 from neurosel.decode.run import (DecodeStageConfig, decode_cuts, job_share, load_cuts, merge_and_score,
                                  tune_lm_weight, write_part)
@@ -41,10 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["tune", "decode", "merge", "status"])
     config_args(parser)
     parser.add_argument("--sets", default="", help="comma-separated split names to decode")
-    parser.add_argument("--job", type=int, default=1)
-    parser.add_argument("--num-jobs", type=int, default=1)
-    parser.add_argument("--num-threads", type=int, default=1)
-    parser.add_argument("--force", action="store_true")
+    job_args(parser)
     parser.add_argument("model", type=Path)
     parser.add_argument("lang", type=Path)
     parser.add_argument("fbank", type=Path)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from neurosel import config as C
-from neurosel.cli import config_args, run_main
+from neurosel.cli import config_args, job_args, run_main
 from neurosel.decode.run import load_cuts
 from neurosel.errors import NeuroselError
 from neurosel.inference import feature_batches
@@ -38,10 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prune", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["list", "work", "merge", "status"])
     config_args(parser)
-    parser.add_argument("--job", type=int, default=1)
-    parser.add_argument("--num-jobs", type=int, default=1)
-    parser.add_argument("--num-threads", type=int, default=1)
-    parser.add_argument("--force", action="store_true")
+    job_args(parser)
     parser.add_argument("model", type=Path, help="baseline model.pt")
     parser.add_argument("saliency_dir", type=Path, help="stage 5 output: <ref>/neurons.tsv")
     parser.add_argument("fbank", type=Path, help="stage 1 output (cuts of the speed-test set, cmvn.npz)")

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from neurosel import config as C
-from neurosel.cli import config_args, run_main
+from neurosel.cli import config_args, job_args, run_main
 from neurosel.decode.run import load_cuts
 from neurosel.errors import NeuroselError
 from neurosel.model import load_model
@@ -115,10 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="saliency", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["taylor", "work", "merge", "status"])
     config_args(parser)
-    parser.add_argument("--job", type=int, default=1)
-    parser.add_argument("--num-jobs", type=int, default=1)
-    parser.add_argument("--num-threads", type=int, default=1)
-    parser.add_argument("--force", action="store_true")
+    job_args(parser)
     parser.add_argument("model", type=Path, help="baseline model.pt")
     parser.add_argument("fbank", type=Path, help="stage 1 output: cuts_<split>.jsonl.gz, cmvn.npz")
     parser.add_argument("lang", type=Path, help="stage 2 output: bpe.model (Taylor targets)")
