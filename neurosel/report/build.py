@@ -37,12 +37,17 @@ def environment() -> str:
             f"{platform.machine()} with {os.cpu_count()} cores")
 
 
-def verdicts(summary: dict, comparisons: list[Comparison], ood: list[str]) -> list[str]:
+def verdicts(summary: dict, comparisons: list[Comparison], ood: list[str], prune_info: dict) -> list[str]:
     """Plain statements of whether the paper's claims 2 and 3 hold here, from the numbers."""
     out = []
     base = mean_wer(summary, "baseline", ood)
     hh = mean_wer(summary, "prune_hyper_hypo", ood)
-    if base is not None and hh is not None:
+    removed = prune_info.get("prune_hyper_hypo", {}).get("removed")
+    if removed == 0:
+        out.append("Claim 2 cannot be tested on this run: the reference set of stage 6 "
+                   f"({prune_info['prune_hyper_hypo'].get('reference_set', '?')}) has no hyper or hypo neuron, "
+                   "so prune_hyper_hypo is the unpruned model.")
+    elif base is not None and hh is not None:
         holds = "holds" if hh < base else "does not hold"
         out.append(f"Claim 2 (removing hyper+hypo neurons improves OOD WER) {holds} here: mean OOD WER "
                    f"{hh:.2f} after removal vs {base:.2f} for the baseline.")
@@ -68,6 +73,9 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
     test_sets = doc["test_sets"]
     ood = [t for t in test_sets if t.startswith("ood_")]
     conditions = [t[len("ood_"):] for t in ood]
+    prune_info = {}
+    for f in sorted((exp / "prune").glob("*/prune.json")):
+        prune_info[f.parent.name.split(".s")[0]] = json.loads(f.read_text())
     comparisons = paper_comparisons(systems, summary)
     doc["comparisons"] = [{"name": c.name, "a": c.system_a, "b": c.system_b, "test_sets": c.test_sets,
                            **{k: float(v) for k, v in vars(c.result).items()}} for c in comparisons]
@@ -86,9 +94,6 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
     if plot_adaptation_losses(plots / "adaptation_losses.png", exp / "adapt"):
         figures.append(("Pseudo-label loss during adaptation", "adaptation_losses.png"))
 
-    prune_info = {}
-    for f in sorted((exp / "prune").glob("*/prune.json")):
-        prune_info[f.parent.name.split(".s")[0]] = json.loads(f.read_text())
 
     pseudo = []
     for c in conditions:
@@ -101,7 +106,7 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
           f"git revision `{git_revision(Path(repo))}`, {environment()}. Seeds: {doc['seeds']}. "
           "Every number below is read from this run's files; WER in percent, mean ± std (number of seeds) "
           "where a system ran with several seeds.\n",
-          "## What the data say\n", "\n".join(f"- {v}" for v in verdicts(summary, comparisons, ood)) + "\n",
+          "## What the data say\n", "\n".join(f"- {v}" for v in verdicts(summary, comparisons, ood, prune_info)) + "\n",
           "## Baseline\n",
           table(["set", "WER"], [[t, cell(summary.get("baseline", {}).get(t))] for t in ["dev"] + test_sets]),
           "## Claim 1: do pruning criteria select hyper and hypo neurons?\n",

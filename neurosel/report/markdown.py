@@ -92,6 +92,9 @@ def criteria_section(saliency_dir: Path) -> str:
         if counts:
             head += ": " + ", ".join(f"layer {i}: {c.get('hyper', 0)} hyper / {c.get('hypo', 0)} hypo"
                                      for i, c in enumerate(counts))
+        if counts and not any(c.get("hyper", 0) + c.get("hypo", 0) for c in counts):
+            parts.append(f"**{ref.name}**: no hyper or hypo neuron in any layer; nothing to compare.\n")
+            continue
         rows = []
         for row in rows_in:
             fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731

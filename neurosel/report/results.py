@@ -16,6 +16,12 @@ from neurosel.report.collect import SetResult, SystemResults
 BLIND_SYSTEMS = ("adapt_all", "adapt_fc", "adapt_conv", "adapt_last")
 
 
+def is_test_set(name: str) -> bool:
+    """``test`` and the OOD test sets ``ood_<c>``; not dev, nor the adaptation sets the baseline
+    decodes for pseudo-labels, nor an adapted model's in-domain ``test.<c>``."""
+    return name == "test" or (name.startswith("ood_") and not name.startswith("ood_adapt_"))
+
+
 def summarise(systems: dict[str, SystemResults]) -> dict[str, dict[str, dict[str, float | int]]]:
     """``{system: {test_set: {"wer", "wer_std", "n"}}}`` over seeds."""
     out: dict[str, dict[str, dict[str, float | int]]] = {}
@@ -35,7 +41,7 @@ def seeds_of(systems: dict[str, SystemResults]) -> list[int]:
 def results_json(recipe: str, systems: dict[str, SystemResults], base_seed: int) -> dict:
     """The ``results.json`` document."""
     summary = summarise(systems)
-    test_sets = sorted({t for per_set in summary.values() for t in per_set if t == "test" or t.startswith("ood_")})
+    test_sets = sorted({t for per_set in summary.values() for t in per_set if is_test_set(t)})
     return {"recipe": recipe, "seeds": seeds_of(systems) or [base_seed], "test_sets": test_sets,
             "systems": summary}
 
@@ -83,7 +89,7 @@ def paper_comparisons(systems: dict[str, SystemResults], summary: dict) -> list[
     """(a) hyper+hypo removal vs random removal on every OOD test set; (b) selective-then-full vs
     the best blind adaptation system (lowest mean OOD WER) on every OOD test set."""
     out = []
-    ood = lambda s: sorted(t for t in systems[s].runs if t.startswith("ood_"))  # noqa: E731
+    ood = lambda s: sorted(t for t in systems[s].runs if is_test_set(t) and t != "test")  # noqa: E731
     if "prune_hyper_hypo" in systems and "prune_random" in systems:
         sets = sorted(set(ood("prune_hyper_hypo")) & set(ood("prune_random")))
         if sets:

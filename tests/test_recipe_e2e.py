@@ -1,0 +1,84 @@
+"""The whole recipe on the tiny synthetic corpus, through ./run.sh as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+WER_LINE = re.compile(r"^%WER \d+\.\d\d \[ \d+ / \d+, \d+ ins, \d+ del, \d+ sub \]$")
+
+
+def run_recipe(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
+    return subprocess.run(["./run.sh", "--corpus-size", "tiny", "--workdir", str(workdir), "--quiet", "true", *args],
+                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=1800)
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    workdir = tmp_path_factory.mktemp("tiny_recipe")
+    return workdir, run_recipe(workdir)
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_tiny_recipe_end_to_end(recipe) -> None:
+    workdir, result = recipe
+    assert result.returncode == 0, result.stderr[-3000:]
+    exp = workdir / "exp"
+    doc = json.loads((exp / "results.json").read_text())
+    assert set(doc) >= {"recipe", "seeds", "test_sets", "systems"}
+    conditions = sorted(p.name[len("cuts_ood_adapt_"):-len(".jsonl.gz")]
+                        for p in (workdir / "data" / "fbank").glob("cuts_ood_adapt_*.jsonl.gz"))
+    assert len(conditions) == 4
+    assert set(doc["test_sets"]) == {"test"} | {f"ood_{c}" for c in conditions}
+    for test_set in doc["test_sets"]:
+        entry = doc["systems"]["baseline"][test_set]
+        assert 0 <= entry["wer"] and entry["n"] == 1
+        set_dir = exp / "decode" / "baseline" / test_set
+        assert WER_LINE.match((set_dir / "wer").read_text().strip())
+        for name in ("hyp.txt", "ref.txt", "errs.txt"):
+            assert (set_dir / name).stat().st_size > 0
+    assert (exp / "decode" / "baseline" / "decode.yaml").is_file()  # LM weight tuned on dev
+    # stage 5: one neurons.tsv per reference set, a row per FC neuron
+    for ref in ["dev", "pooled"] + [f"ood_adapt_{c}" for c in conditions]:
+        rows = (exp / "saliency" / ref / "neurons.tsv").read_text().splitlines()
+        assert rows[0].split("\t")[:6] == ["layer", "neuron", "class", "on_rate", "mean_act", "entropy"]
+        assert len(rows) - 1 == 4 * 256
+    # stage 6: pruned systems decoded on every test set
+    for system in ("prune_hyper", "prune_hypo", "prune_hyper_hypo", "prune_random", "prune_magnitude"):
+        assert set(doc["systems"][system]) >= set(doc["test_sets"])
+    # stage 7: every adaptation system, per condition, on its OOD test set and in-domain test
+    for system in ("adapt_all", "adapt_fc", "adapt_conv", "adapt_last", "adapt_selective",
+                   "adapt_selective_full", "adapt_random_full", "adapt_lhuc", "adapt_oracle"):
+        assert set(doc["systems"][system]) == {f"ood_{c}" for c in conditions} | {f"test.{c}" for c in conditions}
+    assert set(doc["systems"]["adapt_all_pooled"]) == set(doc["test_sets"])
+    # stage 8
+    report = (exp / "RESULTS.md").read_text()
+    assert report.startswith("# Results: synth")
+    for heading in ("## What the data say", "## Claim 1", "## Claim 2", "## Claim 3", "## Paired bootstrap"):
+        assert heading in report
+    assert (exp / "plots" / "adaptation_wer.png").stat().st_size > 0
+    from neurosel.model import load_model
+
+    model, cfg = load_model(exp / "baseline" / "model.pt")
+    assert cfg.fc_norm == "none" and len(model.fc_spec().linears) == len(cfg.fc_dims)
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_rerun_skips_finished_stages(recipe) -> None:
+    workdir, first = recipe
+    assert first.returncode == 0
+    before = (workdir / "exp" / "baseline" / "model.pt").stat().st_mtime_ns
+    again = run_recipe(workdir, "--stage", "0", "--stop-stage", "4")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "nothing to do" in again.stderr  # corpus
+    assert again.stderr.count("up to date") >= 3, again.stderr[-3000:]
+    assert (workdir / "exp" / "baseline" / "model.pt").stat().st_mtime_ns == before
