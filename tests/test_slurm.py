@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -143,7 +144,14 @@ def test_cluster_script_reuses_a_running_cluster(slurm_cluster):
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
                     reason="needs root to run the script as another user")
 def test_cluster_script_without_root_says_so():
+    # a copy that user nobody can read: the checkout may sit in a folder only root can enter
+    public = Path(tempfile.mkdtemp(prefix="cluster-sh-"))
+    public.chmod(0o755)
+    script = public / "cluster.sh"
+    shutil.copy(CLUSTER_SCRIPT, script)
+    script.chmod(0o755)
     out = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
-                          str(CLUSTER_SCRIPT), "start"], capture_output=True, text=True, timeout=60)
+                          str(script), "start"], capture_output=True, text=True, timeout=60)
+    shutil.rmtree(public)
     assert out.returncode == 1
     assert "cluster.sh: needs root" in out.stderr
