@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stage 3: train the CNN CTC acoustic model on <fbank-dir>/cuts_train (validation on cuts_dev)
 # with the BPE units of <lang-dir>. Resumes from the newest checkpoint in <exp-dir> by itself.
+# The trainer writes its own log/train.log; the launcher's log of the job is log/job.log.
 set -euo pipefail
 
 config=
@@ -29,5 +30,5 @@ for f in "$fbank/cuts_train.jsonl.gz" "$fbank/cuts_dev.jsonl.gz" "$fbank/cmvn.np
 done
 
 . steps/common.sh
-run_step "$cmd --num-threads $num_threads" "$dir/log/train.log" \
+run_step "$cmd --num-threads $num_threads" "$dir/log/job.log" \
   python -m neurosel.bin.train $(config_opts) ${seed:+--seed $seed} "$fbank" "$lang" "$dir"

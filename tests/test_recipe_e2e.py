@@ -81,6 +81,6 @@ def test_rerun_skips_finished_stages(recipe) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     assert "nothing to do" in again.stderr  # corpus
     assert again.stderr.count("up to date") >= 2, again.stderr[-3000:]  # features, decode
-    for log in ("data/manifests/log/prepare.log", "data/lang/log/prepare_lang.log", "exp/baseline/log/train.log"):
+    for log in ("data/manifests/log/prepare.log", "data/lang/log/prepare_lang.log", "exp/baseline/log/job.log"):
         assert "up to date" in (workdir / log).read_text(), log
     assert (workdir / "exp" / "baseline" / "model.pt").stat().st_mtime_ns == before
