@@ -59,6 +59,9 @@ def verdicts(summary: dict, comparisons: list[Comparison], ood: list[str], prune
                    f"({r.wer_b:.2f} vs {r.wer_a:.2f}, difference {r.difference:+.2f}, 95% CI "
                    f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}], p(B better) {r.p_b_better:.3f}; "
                    f"{'significant' if sure else 'not significant'} at 95%).")
+    if not out:
+        out.append("No pruned or adapted system in this run yet (stages 6 and 7 not run): nothing to "
+                   "say about the paper's claims.")
     return out
 
 
