@@ -14,21 +14,12 @@ import soundfile as sf
 from lhotse import CutSet, load_manifest
 from scipy.signal import resample_poly
 
+from fixtures_speech import synthesise
 from neurosel.train.data import load_cmvn
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = ["turn on the kitchen light", "what time is it", "play some music please",
              "set an alarm for seven", "open the garage door", "call my sister"]
-
-
-def speak(text: str, path: Path, rate: int = 16000) -> None:
-    raw = path.with_suffix(".raw.wav")
-    subprocess.run(["espeak-ng", "-w", str(raw), text], check=True)
-    audio, sr = sf.read(raw, dtype="float32")
-    raw.unlink()
-    audio = resample_poly(audio, rate, sr) if sr != rate else audio
-    audio = audio + np.random.default_rng(0).normal(0, 1e-3, len(audio))  # a noise floor
-    sf.write(path, audio, rate, subtype="PCM_16")
 
 
 def make_data_dir(root: Path, split: str, sentences: list[str]) -> Path:
@@ -39,7 +30,7 @@ def make_data_dir(root: Path, split: str, sentences: list[str]) -> Path:
         utt = f"spk{i % 2}-{split}-{i:03d}"
         wav = root / "wav" / f"{utt}.wav"
         wav.parent.mkdir(exist_ok=True)
-        speak(text, wav)
+        synthesise(text, "en-us", wav)
         rows.append((utt, f"spk{i % 2}", str(wav), text))
     rows.sort()
     (d / "wav.scp").write_text("".join(f"{u} {w}\n" for u, _, w, _ in rows))
