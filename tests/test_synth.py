@@ -207,9 +207,13 @@ def test_tiny_corpus_data_dirs(corpora):
     assert len(read_table(root / "data/train/wav.scp")) == expected
     assert any(u.startswith("sp0.9-") for u, _ in read_table(root / "data/train/utt2spk"))
     assert speakers["dev"] <= speakers["train"]
+    voices = {split: {re.sub(r"_s[0-9]+(_p[0-9]+)?$", "", s) for s in spk} for split, spk in speakers.items()}
+    assert voices["test"] <= voices["train"], "test speaks with the training voices"
     for split in split_names(cfg):
         if split.startswith("ood_") or split == "test":
             assert speakers[split].isdisjoint(speakers["train"]), split
+        if split.startswith("ood_"):
+            assert voices[split].isdisjoint(voices["train"]), split
     for c in cfg.conditions:
         assert sentences[f"ood_adapt_{c}"].isdisjoint(sentences[f"ood_{c}"])
         assert sentences[f"ood_{c}"].isdisjoint(sentences["train"])

@@ -89,11 +89,16 @@ def plan_corpus(cfg: CorpusConfig, grammar: Grammar) -> CorpusPlan:
 
     train_spk = speakers("train", seen, sizes.train)
     train_pool = {e: sorted({s for s in train_spk if s.engine == e}, key=lambda s: s.id) for e in seen}
+    # In-domain test: the voices train used, spoken by pseudo-speakers (speed x pitch) train never
+    # had; an engine whose pool train used up lends its training speakers instead.
+    train_voices = {s.voice for s in train_spk}
+    heldout_pool = {e: [s for s in seen[e] if s.voice in train_voices and s not in train_spk] or train_pool[e]
+                    for e in seen}
     factors = tuple(cfg.speed_perturb.factors) if cfg.speed_perturb.enabled else ()
     splits = {
         "train": _utterances(cfg, "train", train_text, train_spk, "clean", factors),
         "dev": _utterances(cfg, "dev", dev_text, speakers("dev", train_pool, sizes.dev), "clean"),
-        "test": _utterances(cfg, "test", test_text, speakers("test", unseen, sizes.test), "clean"),
+        "test": _utterances(cfg, "test", test_text, speakers("test", heldout_pool, sizes.test), "clean"),
     }
     for c in cfg.conditions:
         adapt_text, eval_text = ood_text[c]

@@ -1,10 +1,11 @@
 """Pseudo-speakers for the synthetic corpus: a TTS voice with a speaking rate and a pitch.
 
 A base voice is an espeak-ng accent with a variant (``en-us+m3``), or a flite/festival voice
-(``slt``, ``kal_diphone``). Every base voice is either *seen* (train and dev speak with it) or
-*unseen* (held out for test and the OOD sets), as the config lists them; a pseudo-speaker is a base
-voice times one speed factor times one pitch factor. Unseen speakers are therefore new
-voice/variant combinations of the same engines, never a seen voice at another speed.
+(``slt``, ``kal_diphone``). Every base voice is either *seen* (train, dev and test speak with it;
+test with speed x pitch combinations train never had) or *unseen* (held out for the OOD sets), as
+the config lists them; a pseudo-speaker is a base voice times one speed factor times one pitch
+factor. OOD speakers are therefore new voice/variant combinations of the same engines, never a
+seen voice at another speed.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class VoiceConfig:
 
     espeak: EspeakVoices = field(default_factory=EspeakVoices)
     flite: NamedVoices = field(default_factory=lambda: NamedVoices(
-        train=["kal16", "kal", "slt"], unseen=["awb", "rms"],
+        train=["kal16", "kal", "slt", "awb", "rms"], unseen=[],
         f0_hz={"kal16": 95.0, "kal": 95.0, "slt": 170.0, "awb": 130.0}, weight=0.4))
     festival: NamedVoices = field(default_factory=lambda: NamedVoices(
         train=["kal_diphone"], f0_hz={"kal_diphone": 105.0}))
@@ -173,7 +174,7 @@ def check_voice_config(cfg: VoiceConfig) -> None:
                 raise NeuroselError(f"voices.{engine}.train: empty list while voices.{engine}.weight > 0")
             _disjoint(f"voices.{engine}", named.train, named.unseen)
     if not any(base_voices(cfg, unseen=True).values()):
-        raise NeuroselError("voices: no unseen voice for test and OOD (voices.espeak.unseen_variants, "
+        raise NeuroselError("voices: no unseen voice for the OOD sets (voices.espeak.unseen_variants, "
                             "voices.flite.unseen, voices.festival.unseen)")
 
 
