@@ -30,7 +30,7 @@ def with_batchnorm_stats(model: nn.Module) -> nn.Module:
 
 
 @pytest.mark.parametrize("conv_type", ["freq", "time_freq"])
-@pytest.mark.parametrize("fc_norm", ["batchnorm", "none"])
+@pytest.mark.parametrize("fc_norm", ["batchnorm", "batchnorm_post", "none"])
 def test_padding_does_not_change_valid_frames(conv_type: str, fc_norm: str) -> None:
     torch.manual_seed(0)
     model = with_batchnorm_stats(build_model(small_config(conv_type=conv_type, fc_norm=fc_norm)))
@@ -47,9 +47,10 @@ def test_padding_does_not_change_valid_frames(conv_type: str, fc_norm: str) -> N
     assert torch.allclose(log_probs[2, :9].exp().sum(-1), torch.ones(9), atol=1e-5)
 
 
-def test_fold_norms_keeps_outputs_and_config_says_folded(tmp_path) -> None:
+@pytest.mark.parametrize("fc_norm,activation", [("batchnorm", "sigmoid"), ("batchnorm_post", "relu")])
+def test_fold_norms_keeps_outputs_and_config_says_folded(tmp_path, fc_norm: str, activation: str) -> None:
     torch.manual_seed(0)
-    model = with_batchnorm_stats(build_model(small_config(fc_norm="batchnorm", fc_activation="sigmoid")))
+    model = with_batchnorm_stats(build_model(small_config(fc_norm=fc_norm, fc_activation=activation)))
     feats, lens = torch.randn(2, 60, 80), torch.tensor([60, 45])
     before, _ = model(feats, lens)
     folded = fold_norms(copy.deepcopy(model))

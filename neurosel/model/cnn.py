@@ -8,6 +8,7 @@ Layout (the names the analysis code relies on, see ``fc_spec``):
       -> per-frame flatten (channels x frequency) -> splice +-``fc_context`` frames
       -> for each FC layer i: fc[i] (nn.Linear) -> fc_norm[i] (BatchNorm1d or Identity)
                               -> fc_act[i] (nn.ReLU or nn.Sigmoid) -> dropout (training only)
+         (with ``fc_norm: batchnorm_post`` the BatchNorm1d comes after the activation instead)
       -> output (nn.Linear) -> log_softmax -> log-probs (B, T', V)
 
 Padding never leaks into valid frames: the conv input is zeroed beyond each utterance's length
@@ -45,7 +46,10 @@ class ModelConfig:
     time_conv_kernel: int = 9
     fc_dims: list[int] = field(default_factory=lambda: [512, 512, 512, 512])  # per-layer widths
     fc_activation: Literal["relu", "sigmoid"] = "relu"
-    fc_norm: Literal["batchnorm", "none"] = "none"  # "none" after fold_norms
+    # batchnorm: BatchNorm1d before each activation (folded into that layer's Linear);
+    # batchnorm_post: after it (folded into the next Linear, so a neuron's on-rate is its own);
+    # "none" after fold_norms.
+    fc_norm: Literal["batchnorm", "batchnorm_post", "none"] = "none"
     fc_context: int = 1  # splice +-fc_context conv output frames at the FC input
     dropout: float = 0.1
 
@@ -128,7 +132,7 @@ class CnnCtcModel(nn.Module):
         dims = [fc_in] + list(cfg.fc_dims)
         self.fc = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.fc_norm = nn.ModuleList(
-            nn.BatchNorm1d(d) if cfg.fc_norm == "batchnorm" else nn.Identity() for d in cfg.fc_dims
+            nn.BatchNorm1d(d) if cfg.fc_norm != "none" else nn.Identity() for d in cfg.fc_dims
         )
         act = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid}[cfg.fc_activation]
         self.fc_act = nn.ModuleList(act() for _ in cfg.fc_dims)
@@ -152,8 +156,9 @@ class CnnCtcModel(nn.Module):
         x = splice(x.permute(0, 2, 1, 3).reshape(b, t, c * f), self.cfg.fc_context)
         valid = length_mask(lens, t)
         h = x[valid]
+        post = self.cfg.fc_norm == "batchnorm_post"
         for linear, norm, act in zip(self.fc, self.fc_norm, self.fc_act):
-            h = self.dropout(act(norm(linear(h))))
+            h = self.dropout(norm(act(linear(h))) if post else act(norm(linear(h))))
         log_probs = self.output(h).log_softmax(dim=-1)
         out = log_probs.new_zeros(b, t, log_probs.size(-1))
         out[valid] = log_probs
@@ -176,5 +181,5 @@ class CnnCtcModel(nn.Module):
             self.cfg,
             fc_dims=[linear.out_features for linear in self.fc],
             vocab_size=self.output.out_features,
-            fc_norm="batchnorm" if any(isinstance(m, nn.BatchNorm1d) for m in self.fc_norm) else "none",
+            fc_norm=self.cfg.fc_norm if any(isinstance(m, nn.BatchNorm1d) for m in self.fc_norm) else "none",
         )
