@@ -92,6 +92,26 @@ def test_lm_repairs_a_non_word(graph):
     assert wfst.confidence < greedy.confidence  # the path goes through the weaker frames
 
 
+@pytest.mark.parametrize("method", ["greedy", "wfst"])
+def test_blank_penalty_brings_back_tokens_that_blank_outweighs(graph, method):
+    rng = np.random.default_rng(3)
+    sentence = "turn the kitchen light"
+    frames = frames_for(graph.sp.encode(sentence, out_type=int), rng)
+    probs = np.full((len(frames), graph.num_tokens), 1e-4)
+    for t, token in enumerate(frames):  # every token frame: blank 0.6, the token 0.4
+        probs[t, 0] = 0.6 if token else 1.0
+        if token:
+            probs[t, token] = 0.4
+    log_probs = torch.log(torch.tensor(probs / probs.sum(1, keepdims=True), dtype=torch.float32))
+    plain = decode_log_probs([log_probs], None, graph, DecodeConfig(method=method))[0]
+    assert len(plain.words) < 4
+    fixed = decode_log_probs([log_probs], None, graph, DecodeConfig(method=method, blank_penalty=1.0))[0]
+    assert fixed.words == sentence.split()
+    path = torch.tensor(frames)
+    expected = log_probs[torch.arange(len(frames)), path].exp().mean().item()
+    assert fixed.confidence == pytest.approx(expected, rel=1e-4)  # on the unpenalised posteriors
+
+
 def test_padded_batch_equals_list(graph):
     rng = np.random.default_rng(2)
     utts = [peaky(frames_for(graph.sp.encode(s, out_type=int), rng), graph.num_tokens)

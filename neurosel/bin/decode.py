@@ -1,8 +1,8 @@
 """Decoding and scoring, Kaldi-style in three steps that ``steps/decode.sh`` strings together:
 
 ``python -m neurosel.bin.decode tune   [cfg] <model.pt> <lang> <fbank> <decode-dir>``
-    search the LM weight on the tune set (dev); write ``<decode-dir>/decode.yaml`` (resolved,
-    with the chosen weight) and ``<decode-dir>/tune/lm_weights.tsv`` (skipped when up to date)
+    search the LM weight and blank penalty on the tune set (dev); write ``<decode-dir>/decode.yaml``
+    (resolved, with the chosen values) and ``<decode-dir>/tune/search.tsv`` (skipped when up to date)
 ``python -m neurosel.bin.decode decode [cfg] --sets a,b --job J --num-jobs N <model.pt> <lang> <fbank> <decode-dir>``
     job J of N: decode its share of each set into ``<decode-dir>/<set>/parts/J.tsv``
 ``python -m neurosel.bin.decode merge  [cfg] --sets a,b --num-jobs N <model.pt> <lang> <fbank> <decode-dir>``
@@ -23,7 +23,7 @@ from neurosel import config as C
 from neurosel.cli import config_args, job_args, run_main
 from neurosel.decode.graph import load_graph
 from neurosel.decode.run import (DecodeStageConfig, decode_cuts, job_share, load_cuts, merge_and_score,
-                                 tune_lm_weight, write_part)
+                                 tune_search, write_part)
 from neurosel.model import load_model
 from neurosel.stage import fingerprint, mark_done, run_once, status
 from neurosel.train.data import load_cmvn
@@ -63,17 +63,17 @@ def main(argv: list[str] | None = None) -> int:
         tune_dir = args.decode_dir / "tune"
 
         def work() -> None:
-            weights = cfg.lm_weights or [cfg.lm_weight]
             model, _ = load_model(args.model)
-            best = tune_lm_weight(model, load_cuts(args.fbank, cfg.tune_set), load_cmvn(args.fbank / "cmvn.npz"),
-                                  load_graph(args.lang, with_tlg=True), cfg.search(), weights, tune_dir,
-                                  cfg.max_duration)
-            log.info("LM weight chosen on %s: %g", cfg.tune_set, best)
-            C.save(DecodeStageConfig(**{**C.to_dict(cfg), "lm_weight": best, "lm_weights": []}),
+            lm_weight, blank_penalty = tune_search(
+                model, load_cuts(args.fbank, cfg.tune_set), load_cmvn(args.fbank / "cmvn.npz"),
+                load_graph(args.lang, with_tlg=True), cfg, tune_dir)
+            log.info("chosen on %s: lm_weight %g, blank_penalty %g", cfg.tune_set, lm_weight, blank_penalty)
+            C.save(DecodeStageConfig(**{**C.to_dict(cfg), "lm_weight": lm_weight, "blank_penalty": blank_penalty,
+                                        "lm_weights": [], "blank_penalties": []}),
                    args.decode_dir / "decode.yaml")
 
         inputs = [args.model, args.lang / "TLG.fst", args.fbank / f"cuts_{cfg.tune_set}.jsonl.gz"]
-        run_once(f"LM-weight tuning on {cfg.tune_set}", tune_dir, C.to_dict(cfg), inputs, work, force=args.force)
+        run_once(f"LM-weight and blank-penalty tuning on {cfg.tune_set}", tune_dir, C.to_dict(cfg), inputs, work, force=args.force)
         return 0
 
     if args.action == "decode":

@@ -46,7 +46,7 @@ def decode_log_probs(batch_log_probs: torch.Tensor | Sequence[torch.Tensor],
                 raise NeuroselError(f"utterance {b} of the batch: rows are not log-probabilities "
                                     f"(|logsumexp| up to {norm:.3g}); pass log_softmax outputs")
         if decoder is None:
-            hyps.append(greedy_decode(log_probs, graph.sp))
+            hyps.append(greedy_decode(log_probs, graph.sp, cfg.blank_penalty))
         else:
             hyps.append(wfst_decode(log_probs, graph, decoder, cfg))
     unfinished = sum(not h.reached_final for h in hyps)

@@ -32,23 +32,27 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DecodeStageConfig:
-    """``conf/decode.yaml``: the search (see ``DecodeConfig``), the LM-weight grid searched on
-    ``tune_set`` (a development set, never a test set; empty grid: keep ``lm_weight``), and the
-    batch size in seconds of audio."""
+    """``conf/decode.yaml``: the search (see ``DecodeConfig``), the LM-weight and blank-penalty
+    grids searched on ``tune_set`` (a development set, never a test set; an empty grid keeps
+    ``lm_weight``/``blank_penalty``), and the batch size in seconds of audio."""
 
     method: Literal["greedy", "wfst"] = "wfst"
     lm_weight: float = 1.0
     beam: float = 10.0
     max_active: int = 1000
     min_active: int = 20
+    blank_penalty: float = 0.0
     lm_weights: list[float] = field(default_factory=list)
+    blank_penalties: list[float] = field(default_factory=list)
     tune_set: str = "dev"
     max_duration: float = 200.0
 
-    def search(self, lm_weight: float | None = None) -> DecodeConfig:
-        """The ``DecodeConfig`` of this stage config, optionally with another LM weight."""
+    def search(self, lm_weight: float | None = None, blank_penalty: float | None = None) -> DecodeConfig:
+        """The ``DecodeConfig`` of this stage config, optionally with another LM weight and
+        blank penalty."""
         return DecodeConfig(method=self.method, lm_weight=self.lm_weight if lm_weight is None else lm_weight,
-                            beam=self.beam, max_active=self.max_active, min_active=self.min_active)
+                            beam=self.beam, max_active=self.max_active, min_active=self.min_active,
+                            blank_penalty=self.blank_penalty if blank_penalty is None else blank_penalty)
 
 
 def load_cuts(fbank_dir: str | Path, name: str) -> CutSet:
@@ -115,24 +119,41 @@ def merge_and_score(set_dir: Path, cuts: CutSet, num_jobs: int) -> WerResult:
     return result
 
 
-def tune_lm_weight(model: torch.nn.Module, cuts: CutSet, cmvn: tuple[torch.Tensor, torch.Tensor],
-                   graph: DecodingGraph, cfg: DecodeConfig, weights: list[float],
-                   out_dir: Path, max_duration: float = 200.0) -> float:
-    """Decode ``cuts`` once per LM weight, score each into ``out_dir/lmwt_<w>/`` and return the
-    weight of the lowest WER (ties: the smaller weight). The posteriors are computed once."""
-    posteriors = [(b.cut_ids, lp.clone(), ol.clone()) for b, lp, ol in log_posteriors(model, cuts, cmvn, max_duration)]
+def tune_search(model: torch.nn.Module, cuts: CutSet, cmvn: tuple[torch.Tensor, torch.Tensor],
+                graph: DecodingGraph, cfg: DecodeStageConfig, out_dir: Path) -> tuple[float, float]:
+    """Choose ``(lm_weight, blank_penalty)`` from ``cfg.lm_weights`` x ``cfg.blank_penalties``
+    (an empty grid stands for the configured value) by the WER of ``cuts`` (a development set).
+
+    Coordinate search: the penalty at the configured LM weight, then the LM weight at the best
+    penalty, and so on until neither moves (ties: the smaller value). Each pair is decoded once,
+    scored into ``out_dir/lmwt_<w>_bp_<p>/`` and listed in ``out_dir/search.tsv``; the
+    posteriors are computed once.
+    """
+    posteriors = [(b.cut_ids, lp.clone(), ol.clone())
+                  for b, lp, ol in log_posteriors(model, cuts, cmvn, cfg.max_duration)]
     refs = references(cuts)
-    table = []
-    for w in sorted(weights):
-        wcfg = DecodeConfig(method="wfst", lm_weight=w, beam=cfg.beam, max_active=cfg.max_active,
-                            min_active=cfg.min_active)
-        hyp: dict[str, list[str]] = {}
-        for ids, lp, ol in posteriors:
-            for u, h in zip(ids, decode_log_probs(lp, ol, graph, wcfg)):
-                hyp[u] = h.words
-        result = score(refs, hyp, out_dir / f"lmwt_{w:g}")
-        table.append((w, result.wer))
-        log.info("lm_weight %g: %s", w, result.line())
-    best = min(table, key=lambda t: (t[1], t[0]))[0]
-    write_text(out_dir / "lm_weights.tsv", "lm_weight\twer\n" + "".join(f"{w:g}\t{e:.2f}\n" for w, e in table))
-    return best
+    weights = sorted(cfg.lm_weights or [cfg.lm_weight])
+    penalties = sorted(cfg.blank_penalties or [cfg.blank_penalty])
+    wer: dict[tuple[float, float], float] = {}
+
+    def evaluate(w: float, p: float) -> float:
+        if (w, p) not in wer:
+            hyp: dict[str, list[str]] = {}
+            for ids, lp, ol in posteriors:
+                for u, h in zip(ids, decode_log_probs(lp, ol, graph, cfg.search(w, p))):
+                    hyp[u] = h.words
+            result = score(refs, hyp, out_dir / f"lmwt_{w:g}_bp_{p:g}")
+            wer[(w, p)] = result.wer
+            log.info("lm_weight %g, blank_penalty %g: %s", w, p, result.line())
+        return wer[(w, p)]
+
+    w = min(weights, key=lambda x: abs(x - cfg.lm_weight))
+    p = min(penalties, key=lambda x: abs(x - cfg.blank_penalty))
+    visited: set[tuple[float, float]] = set()
+    while (w, p) not in visited:  # the WER never rises, so this ends at a fixed point (or a tie cycle)
+        visited.add((w, p))
+        p = min(penalties, key=lambda x: (evaluate(w, x), x))
+        w = min(weights, key=lambda x: (evaluate(x, p), x))
+    write_text(out_dir / "search.tsv", "lm_weight\tblank_penalty\twer\n"
+               + "".join(f"{a:g}\t{b:g}\t{e:.2f}\n" for (a, b), e in sorted(wer.items())))
+    return w, p

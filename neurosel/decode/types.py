@@ -15,6 +15,11 @@ class DecodeConfig:
     ``log P_ctc(frame alignment) + lm_weight * log P_lm(words)`` (natural logs; the LM cost is the
     TLG path cost). ``beam`` is in units of that score; ``max_active`` bounds the active states
     per frame (the main speed/accuracy knob), ``min_active`` keeps at least that many.
+    ``blank_penalty`` is subtracted from the blank's log-posterior on every frame before either
+    search (as icefall's ``blank_penalty``): a CTC model that is not yet sure of its tokens gives
+    blank most of the mass, and the LM search then drops whole words; the penalty, tuned on dev
+    with the LM weight, trades those deletions against insertions. Confidences and costs are
+    always computed on the unmodified posteriors.
     """
 
     method: Literal["greedy", "wfst"] = "wfst"
@@ -22,6 +27,7 @@ class DecodeConfig:
     beam: float = 10.0
     max_active: int = 1000
     min_active: int = 20
+    blank_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         if self.lm_weight <= 0:

@@ -5,7 +5,8 @@ graph input label ``label`` (TLG labels are token ids + 1, see ``neurosel.lang.g
 weight is applied by dividing the log-posteriors by it: the decoder then minimises
 ``-log P_ctc / lm_weight + lm_cost``, which has the same best path as
 ``-log P_ctc + lm_weight * lm_cost``; the beam is divided likewise so that it stays in units of
-the latter.
+the latter. The blank penalty (``DecodeConfig.blank_penalty``) is subtracted from the blank
+column before that division.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from neurosel.errors import NeuroselError
 
 from .confidence import alignment_scores
 from .graph import DecodingGraph
-from .greedy import collapse_alignment
+from .greedy import collapse_alignment, penalise_blank
 from .types import DecodeConfig, Hypothesis
 
 
@@ -37,8 +38,8 @@ def wfst_decode(log_probs: np.ndarray, graph: DecodingGraph, decoder: FasterDeco
     ``make_decoder(graph, cfg)``)."""
     if len(log_probs) == 0:
         return Hypothesis(words=[], tokens=[], confidence=0.0, acoustic_cost=0.0)
-    decoder.decode(DecodableCtc(np.ascontiguousarray(log_probs / cfg.lm_weight,
-                                                     dtype=np.float32)))
+    scores = penalise_blank(log_probs, cfg.blank_penalty) / cfg.lm_weight
+    decoder.decode(DecodableCtc(np.ascontiguousarray(scores, dtype=np.float32)))
     reached_final = decoder.reached_final()
     ok, path = decoder.get_best_path()
     ok, ilabels, olabels, weight = kaldifst.get_linear_symbol_sequence(path) if ok else (
