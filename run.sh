@@ -3,7 +3,7 @@
 #
 #   ./run.sh [--recipe synth] [--stage N] [--stop-stage M] [--workdir DIR] [--nj N]
 #            [--cmd "utils/slurm.pl ..."] [--seed N] [--corpus-size default|tiny] [--force true]
-#            [--quiet true]
+#            [--quiet true] [--train-config train_sigmoid]
 #
 # Stages (the same numbers for every recipe; outputs under the work dir, default egs/<recipe>,
 # or egs/<recipe>/<size> for a non-default --corpus-size):
@@ -29,6 +29,7 @@ seed=42
 corpus_size=default
 force=false
 quiet=false
+train_config=train
 help_message="Usage: $0 [options]   (see the header of $0 for the stage table)
 Options:
   --recipe <name>        recipe under egs/ (default: $recipe)
@@ -40,6 +41,8 @@ Options:
   --seed <n>             random seed (default: $seed)
   --corpus-size <size>   default, or a size with an overlay conf/<size>.yaml (e.g. tiny)
   --force <bool>         redo stages even if up to date
+  --train-config <name>  stage 3's config, conf/<name>.yaml (default: $train_config; e.g.
+                         train_sigmoid with its own --workdir for the sigmoid study)
   --quiet <bool>         no progress bars"
 invocation="$0 $*"
 . utils/parse_options.sh
@@ -53,6 +56,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 recipe_dir=egs/$recipe
 conf=$recipe_dir/conf
 [ -d "$conf" ] || { echo "$0: no recipe '$recipe' ($conf does not exist)" >&2; exit 1; }
+[ -f "$conf/$train_config.yaml" ] || { echo "$0: --train-config $train_config: $conf/$train_config.yaml does not exist" >&2; exit 1; }
 overlay=
 if [ "$corpus_size" != default ]; then
   overlay=$conf/$corpus_size.yaml
@@ -98,7 +102,7 @@ test_sets=$(cd "$data/fbank" 2>/dev/null && ls cuts_*.jsonl.gz 2>/dev/null | sed
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "stage 3: train"
-  steps/train.sh $opts --cmd "$train_cmd" --seed "$seed" --config "$conf/train.yaml" \
+  steps/train.sh $opts --cmd "$train_cmd" --seed "$seed" --config "$conf/$train_config.yaml" \
     "$data/fbank" "$data/lang" "$exp/baseline"
 fi
 
