@@ -1,14 +1,19 @@
 """Reading and validating a Kaldi data dir before Lhotse imports it.
 
 Lhotse's importer drops unreadable recordings with a warning; a recipe must instead stop with an
-error naming the file, the line and the utterance. The checks follow Kaldi's
-``validate_data_dir.sh``: well-formed UTF-8 lines, unique and sorted ids, the same ids in
-``text``, ``utt2spk`` and ``wav.scp`` (or ``segments``), non-empty transcripts, readable audio of the
-expected sample rate and channel count, segments inside their recording.
+error naming the file, the line and the id. The checks follow Kaldi's ``validate_data_dir.sh``:
+well-formed UTF-8 lines, unique and sorted ids (``LC_ALL=C``), the same ids in ``text``,
+``utt2spk`` and ``wav.scp`` (or ``segments``), ``spk2utt`` and ``reco2dur`` consistent with them,
+non-empty transcripts, readable audio (files or Kaldi pipe commands ``cmd ... |``) of the expected
+sample rate and channel count, segments inside their recording. Every problem of a data dir is
+collected: the error names the first, the log lists them all.
 """
 
 from __future__ import annotations
 
+import io
+import logging
+import re
 import subprocess
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -19,10 +24,15 @@ import soundfile as sf
 
 from neurosel.errors import NeuroselError
 
+log = logging.getLogger(__name__)
+
+_LOGGED_PROBLEMS = 20  # problems listed in the log; the rest are counted
+
 
 @dataclass(frozen=True)
 class AudioCheck:
-    """Limits every recording must satisfy."""
+    """Limits every utterance (a recording, or a segment when there is a ``segments`` file) and
+    every recording must satisfy."""
 
     sampling_rate: int = 16000
     min_duration: float = 0.1
@@ -30,79 +40,154 @@ class AudioCheck:
 
 
 def read_table(path: Path, *, allow_empty_value: bool = False, must_sort: bool = True) -> dict[str, str]:
-    """Read a Kaldi ``id value...`` file into an ordered dict, checking every line.
+    """Read a Kaldi ``id value...`` file into an ordered dict; raise at its first bad line.
 
     Errors name ``path:line`` and the id: non-UTF-8 bytes, a line without a value, a duplicate id,
     ids out of ``LC_ALL=C`` sort order (Kaldi tools rely on it).
     """
+    problems: list[str] = []
+    table = read_entries(path, problems, allow_empty_value=allow_empty_value, must_sort=must_sort)
+    if problems:
+        raise NeuroselError(problems[0])
+    return table.values
+
+
+@dataclass
+class Entries:
+    """A Kaldi ``id value...`` file: ``values`` in file order and the 1-based line of each id."""
+
+    path: Path
+    values: dict[str, str]
+    lines: dict[str, int]
+
+    def at(self, key: str) -> str:
+        """``path:line`` of ``key``, for messages."""
+        return f"{self.path}:{self.lines[key]}"
+
+
+def read_entries(path: Path, problems: list[str], *, allow_empty_value: bool = False,
+                 must_sort: bool = True) -> Entries:
+    """Read ``path`` line by line, appending one message per bad line to ``problems``.
+
+    Bad lines (not UTF-8, no value, duplicate id) are left out of the result; an id out of order
+    is kept. A missing file is one problem and an empty result.
+    """
+    entries = Entries(path, {}, {})
     if not path.is_file():
-        raise NeuroselError(f"{path}: no such file")
-    table: dict[str, str] = {}
-    previous = None
+        problems.append(f"{path}: no such file")
+        return entries
+    previous: str | None = None
     for n, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
         if not raw.strip():
             continue
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise NeuroselError(f"{path}:{n}: not valid UTF-8 (byte {e.start})") from e
+            key = raw.decode("utf-8", errors="replace").split(maxsplit=1)[0]
+            problems.append(f"{path}:{n}: '{key}': not valid UTF-8 (byte {e.start} of the line)")
+            continue
         parts = line.strip().split(maxsplit=1)
         key = parts[0]
         value = parts[1].strip() if len(parts) > 1 else ""
-        if not value and not allow_empty_value:
-            raise NeuroselError(f"{path}:{n}: '{key}' has no value")
-        if key in table:
-            raise NeuroselError(f"{path}:{n}: duplicate id '{key}'")
+        if key in entries.values:
+            problems.append(f"{path}:{n}: duplicate id '{key}' (first on line {entries.lines[key]})")
+            continue
         if must_sort and previous is not None and key.encode() < previous.encode():
-            raise NeuroselError(f"{path}:{n}: '{key}' is out of order (sort with LC_ALL=C)")
-        table[key] = value
+            problems.append(f"{path}:{n}: '{key}' is out of order after '{previous}' (sort with LC_ALL=C)")
         previous = key
-    return table
+        if not value and not allow_empty_value:
+            problems.append(f"{path}:{n}: '{key}' has no value")
+            continue
+        entries.values[key] = value
+        entries.lines[key] = n
+    return entries
 
 
-def _same_ids(a: dict[str, str], a_path: Path, b: dict[str, str], b_path: Path) -> None:
-    for key in a:
-        if key not in b:
-            raise NeuroselError(f"{b_path}: no entry for '{key}' (present in {a_path.name})")
-    for key in b:
-        if key not in a:
-            raise NeuroselError(f"{a_path}: no entry for '{key}' (present in {b_path.name})")
+def _same_ids(a: Entries, b: Entries, problems: list[str]) -> None:
+    """One problem per id that is in one file and not in the other, at the line that has it."""
+    for key in a.values:
+        if key not in b.values:
+            problems.append(f"{a.at(key)}: '{key}' has no entry in {b.path.name}")
+    for key in b.values:
+        if key not in a.values:
+            problems.append(f"{b.at(key)}: '{key}' has no entry in {a.path.name}")
 
 
-def _check_audio(args: tuple[str, str, AudioCheck, Path]) -> float:
-    """Open one ``wav.scp`` entry and return its duration; raise with the reason otherwise."""
-    reco_id, source, check, scp = args
-    where = f"{scp}: recording '{reco_id}'"
-    if source.endswith("|"):
+def _check_spk2utt(spk2utt: Entries, utt2spk: Entries, problems: list[str]) -> None:
+    """``spk2utt`` must list, for every speaker of ``utt2spk``, exactly its utterances."""
+    expected: dict[str, set[str]] = {}
+    for utt, spk in utt2spk.values.items():
+        expected.setdefault(spk, set()).add(utt)
+    for spk, value in spk2utt.values.items():
+        listed = set(value.split())
+        if spk not in expected:
+            problems.append(f"{spk2utt.at(spk)}: speaker '{spk}' is not a speaker of utt2spk")
+        elif listed != expected[spk]:
+            utt = sorted(listed ^ expected[spk])[0]
+            side = "does not list" if utt in expected[spk] else "lists"
+            problems.append(f"{spk2utt.at(spk)}: speaker '{spk}' {side} utterance '{utt}', unlike utt2spk")
+    for spk, utts in expected.items():
+        if spk not in spk2utt.values:
+            utt = sorted(utts)[0]
+            problems.append(f"{utt2spk.at(utt)}: speaker '{spk}' of '{utt}' has no entry in spk2utt")
+
+
+@dataclass(frozen=True)
+class _AudioJob:
+    reco_id: str
+    source: str  # a file path, or a shell command ending with '|'
+    where: str  # "wav.scp:line: recording 'id'"
+    check: AudioCheck
+    check_duration: bool  # False with segments: the limits then apply to the segments
+
+
+_ARK_OFFSET = re.compile(r".+\.ark:\d+$")
+
+
+def _check_audio(job: _AudioJob) -> tuple[float | None, str | None]:
+    """Open one ``wav.scp`` entry: ``(duration, None)``, or ``(None, problem)``."""
+    source, where = job.source, job.where
+    is_pipe = source.endswith("|")
+    if is_pipe:
         proc = subprocess.run(source[:-1], shell=True, capture_output=True)
         if proc.returncode != 0:
-            raise NeuroselError(f"{where}: command failed with code {proc.returncode}: {source}")
-        import io
-
+            detail = proc.stderr.decode(errors="replace").strip().splitlines()
+            reason = f": {detail[-1]}" if detail else ""
+            return None, f"{where}: command failed with code {proc.returncode}{reason} ({source})"
+        if not proc.stdout:
+            return None, f"{where}: command wrote no audio to its output ({source})"
         handle: object = io.BytesIO(proc.stdout)
-        name = source
     else:
         if not Path(source).is_file():
-            raise NeuroselError(f"{where}: audio file {source} does not exist")
-        handle, name = source, source
+            hint = " (Kaldi archive offsets are not supported: write files)" if _ARK_OFFSET.match(source) else ""
+            return None, f"{where}: audio file {source} does not exist{hint}"
+        handle = source
     try:
         audio, rate = sf.read(handle, dtype="float32", always_2d=True)
-    except Exception as e:
-        raise NeuroselError(f"{where}: cannot read audio {name} ({str(e).splitlines()[0]})") from e
-    if not source.endswith("|") and _riff_truncated(Path(source)):
-        raise NeuroselError(f"{where}: audio {name} is truncated (shorter than its WAV header says)")
-    if rate != check.sampling_rate:
-        raise NeuroselError(f"{where}: sample rate {rate} Hz, expected {check.sampling_rate} Hz ({name})")
+    except Exception as e:  # libsndfile's errors have no common type
+        return None, f"{where}: cannot read audio {source} ({str(e).splitlines()[0]})"
+    if not is_pipe and _riff_truncated(Path(source)):
+        return None, f"{where}: audio {source} is truncated (shorter than its WAV header says)"
+    if rate != job.check.sampling_rate:
+        return None, f"{where}: sample rate {rate} Hz, expected {job.check.sampling_rate} Hz ({source})"
     if audio.shape[1] != 1:
-        raise NeuroselError(f"{where}: {audio.shape[1]} channels, expected mono ({name})")
+        return None, f"{where}: {audio.shape[1]} channels, expected mono ({source})"
     duration = len(audio) / rate
-    if duration < check.min_duration:
-        raise NeuroselError(f"{where}: {duration:.3f} s is shorter than {check.min_duration} s ({name})")
-    if duration > check.max_duration:
-        raise NeuroselError(f"{where}: {duration:.1f} s is longer than {check.max_duration} s ({name})")
+    if job.check_duration:
+        problem = _duration_problem(duration, job.check)
+        if problem:
+            return None, f"{where}: {problem} ({source})"
     if not np.any(audio):
-        raise NeuroselError(f"{where}: audio is all zeros ({name})")
-    return duration
+        return None, f"{where}: audio is all zeros ({source})"
+    return duration, None
+
+
+def _duration_problem(duration: float, check: AudioCheck) -> str | None:
+    if duration < check.min_duration:
+        return f"{duration:.3f} s is shorter than {check.min_duration} s"
+    if duration > check.max_duration:
+        return f"{duration:.1f} s is longer than {check.max_duration} s"
+    return None
 
 
 def _riff_truncated(path: Path) -> bool:
@@ -123,56 +208,109 @@ def _riff_truncated(path: Path) -> bool:
             f.seek(chunk_size + (chunk_size & 1), 1)
 
 
-def validate_data_dir(data_dir: str | Path, check: AudioCheck, num_jobs: int = 1) -> dict[str, float]:
-    """Validate a Kaldi data dir; return ``{recording_id: duration}``.
+def _check_segments(segments: Entries, reco2dur: dict[str, float | None], check: AudioCheck,
+                    problems: list[str]) -> None:
+    """Each line ``<utt> <recording> <start> <end>`` names a recording of ``wav.scp`` and lies
+    inside it (``end`` -1: to the end); its duration is within the limits. Recordings whose audio
+    failed (duration ``None``) were reported already."""
+    for utt, value in segments.values.items():
+        where = segments.at(utt)
+        fields = value.split()
+        if len(fields) != 3:
+            problems.append(f"{where}: '{utt}' needs '<recording> <start> <end>', got '{value}'")
+            continue
+        reco, start_s, end_s = fields
+        if reco not in reco2dur:
+            problems.append(f"{where}: '{utt}' names recording '{reco}' that is not in wav.scp")
+            continue
+        try:
+            start, end = float(start_s), float(end_s)
+        except ValueError:
+            problems.append(f"{where}: '{utt}' has non-numeric times '{start_s} {end_s}'")
+            continue
+        length = reco2dur[reco]
+        if length is None:
+            continue
+        if end == -1:
+            end = length
+        if not 0 <= start < end:
+            problems.append(f"{where}: '{utt}' has start {start} not before end {end}")
+        elif end > length + 0.01:
+            problems.append(f"{where}: '{utt}' ends at {end:.2f} s, past the end of '{reco}' ({length:.2f} s)")
+        else:
+            problem = _duration_problem(end - start, check)
+            if problem:
+                problems.append(f"{where}: '{utt}' {problem}")
 
-    Raises ``NeuroselError`` at the first problem, naming the file, the line or id, and the reason.
+
+def _check_reco2dur(reco2dur_file: Entries, measured: dict[str, float | None], problems: list[str]) -> None:
+    """Given durations must be numbers within 1 % (at least 50 ms) of the audio's."""
+    for reco, value in reco2dur_file.values.items():
+        try:
+            given = float(value)
+        except ValueError:
+            problems.append(f"{reco2dur_file.at(reco)}: '{reco}' has a non-numeric duration '{value}'")
+            continue
+        actual = measured.get(reco)
+        if actual is not None and abs(given - actual) > max(0.05, 0.01 * actual):
+            problems.append(f"{reco2dur_file.at(reco)}: '{reco}' says {given:.3f} s but its audio lasts "
+                            f"{actual:.3f} s")
+
+
+def data_dir_problems(data_dir: Path, check: AudioCheck, num_jobs: int = 1) -> tuple[list[str], dict[str, float]]:
+    """Every problem of a Kaldi data dir (messages naming file, line and id) and the duration in
+    seconds of each readable recording of ``wav.scp``."""
+    problems: list[str] = []
+    wav = read_entries(data_dir / "wav.scp", problems)
+    text = read_entries(data_dir / "text", problems, allow_empty_value=True)
+    utt2spk = read_entries(data_dir / "utt2spk", problems)
+    for utt, words in text.values.items():
+        if not words.strip():
+            problems.append(f"{text.at(utt)}: utterance '{utt}' has an empty transcript")
+    _same_ids(text, utt2spk, problems)
+    segments = read_entries(data_dir / "segments", problems) if (data_dir / "segments").is_file() else None
+    _same_ids(text, segments if segments is not None else wav, problems)
+    if (data_dir / "spk2utt").is_file():
+        _check_spk2utt(read_entries(data_dir / "spk2utt", problems), utt2spk, problems)
+    reco2dur_file = read_entries(data_dir / "reco2dur", problems) if (data_dir / "reco2dur").is_file() else None
+    if reco2dur_file is not None:
+        _same_ids(wav, reco2dur_file, problems)
+
+    jobs = [_AudioJob(reco, source, f"{wav.at(reco)}: recording '{reco}'", check, segments is None)
+            for reco, source in wav.values.items()]
+    if num_jobs > 1 and len(jobs) > 50:
+        with ProcessPoolExecutor(num_jobs) as pool:
+            results = list(pool.map(_check_audio, jobs, chunksize=max(1, len(jobs) // (8 * num_jobs))))
+    else:
+        results = [_check_audio(job) for job in jobs]
+    measured: dict[str, float | None] = {}
+    for job, (duration, problem) in zip(jobs, results):
+        measured[job.reco_id] = duration
+        if problem:
+            problems.append(problem)
+    if segments is not None:
+        _check_segments(segments, measured, check, problems)
+    if reco2dur_file is not None:
+        _check_reco2dur(reco2dur_file, measured, problems)
+    return problems, {k: v for k, v in measured.items() if v is not None}
+
+
+def validate_data_dir(data_dir: str | Path, check: AudioCheck, num_jobs: int = 1) -> dict[str, float]:
+    """Validate a Kaldi data dir; return ``{recording_id: duration in seconds}``.
+
+    Raises ``NeuroselError`` naming the first problem (file, line, id, reason) and how many more
+    there are; with more than one, the log lists them.
     """
     d = Path(data_dir)
     if not d.is_dir():
         raise NeuroselError(f"{d}: data dir does not exist")
-    wav = read_table(d / "wav.scp")
-    text = read_table(d / "text", allow_empty_value=True)
-    utt2spk = read_table(d / "utt2spk")
-    for utt, words in text.items():
-        if not words.strip():
-            raise NeuroselError(f"{d / 'text'}: utterance '{utt}' has an empty transcript")
-    _same_ids(text, d / "text", utt2spk, d / "utt2spk")
-    segments_path = d / "segments"
-    segments = read_table(segments_path) if segments_path.is_file() else None
-    if segments is None:
-        _same_ids(text, d / "text", wav, d / "wav.scp")
-    else:
-        _same_ids(text, d / "text", segments, segments_path)
-    jobs = [(rid, src, check, d / "wav.scp") for rid, src in wav.items()]
-    if num_jobs > 1 and len(jobs) > 50:
-        with ProcessPoolExecutor(num_jobs) as pool:
-            durations = list(pool.map(_check_audio, jobs, chunksize=max(1, len(jobs) // (8 * num_jobs))))
-    else:
-        durations = [_check_audio(j) for j in jobs]
-    reco2dur = dict(zip(wav, durations))
-    if segments is not None:
-        _check_segments(segments, segments_path, reco2dur)
-    return reco2dur
-
-
-def _check_segments(segments: dict[str, str], path: Path, reco2dur: dict[str, float]) -> None:
-    for utt, value in segments.items():
-        fields = value.split()
-        if len(fields) != 3:
-            raise NeuroselError(f"{path}: '{utt}' needs '<recording> <start> <end>', got '{value}'")
-        reco, start_s, end_s = fields
-        if reco not in reco2dur:
-            raise NeuroselError(f"{path}: '{utt}' names recording '{reco}' that is not in wav.scp")
-        try:
-            start, end = float(start_s), float(end_s)
-        except ValueError as e:
-            raise NeuroselError(f"{path}: '{utt}' has non-numeric times '{value}'") from e
-        if end == -1:
-            end = reco2dur[reco]
-        if not 0 <= start < end:
-            raise NeuroselError(f"{path}: '{utt}' has start {start} not before end {end}")
-        if end > reco2dur[reco] + 0.01:
-            raise NeuroselError(
-                f"{path}: '{utt}' ends at {end:.2f} s, past the end of '{reco}' ({reco2dur[reco]:.2f} s)"
-            )
+    problems, durations = data_dir_problems(d, check, num_jobs)
+    if not problems:
+        return durations
+    if len(problems) > 1:
+        for p in problems[:_LOGGED_PROBLEMS]:
+            log.error("%s", p)
+        if len(problems) > _LOGGED_PROBLEMS:
+            log.error("... and %d more problems in %s", len(problems) - _LOGGED_PROBLEMS, d)
+        raise NeuroselError(f"{problems[0]} (and {len(problems) - 1} more problems in this data dir, listed in the log)")
+    raise NeuroselError(problems[0])

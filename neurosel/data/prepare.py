@@ -3,11 +3,15 @@ plus a Kaldi data dir export per split.
 
 Outputs under ``<out_dir>`` (normally ``data/``):
 ``manifests/{recordings,supervisions,cuts}_<split>.jsonl.gz`` and ``kaldi/<split>/``.
+Every split is validated and imported before anything is written, so a corpus with one bad
+split leaves no output at all.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -22,6 +26,11 @@ from neurosel.errors import NeuroselError
 from neurosel.io import atomic_path
 
 log = logging.getLogger(__name__)
+
+# DESIGN.md split names; a condition is lower-case letters and underscores (run.sh lists test sets so)
+SPLIT_NAME = re.compile(r"^(train|dev|test|ood_adapt_[a-z][a-z_]*|ood_[a-z][a-z_]*)$")
+# Kaldi data dir files Lhotse's importer reads besides wav.scp (reco2dur comes from validation)
+_KALDI_FILES = ("wav.scp", "text", "utt2spk", "segments", "spk2gender", "utt2lang")
 
 
 @dataclass
@@ -42,12 +51,18 @@ class PrepareConfig:
     max_duration: float = 60.0
     # A folder holding one Kaldi data dir per split (what the synthetic corpus generator writes).
     kaldi_root: str | None = None
-    # Explicit sources per split; they win over kaldi_root for the same split name.
+    # A folder holding one folder per split with recordings.jsonl.gz and supervisions.jsonl.gz
+    # (what a recipe's own preparation with Lhotse's prepare_* functions writes).
+    manifest_root: str | None = None
+    # Explicit sources per split; they win over kaldi_root and manifest_root for the same name.
     splits: dict[str, SplitSource] = field(default_factory=dict)
 
 
 def split_sources(cfg: PrepareConfig, base_dir: str | Path = ".") -> dict[str, SplitSource]:
-    """Resolve the configured splits: ``kaldi_root`` subfolders, then explicit ``splits``.
+    """Resolve the configured splits: ``kaldi_root`` and ``manifest_root`` subfolders, then the
+    explicit ``splits``. Checks the split names (``train``, ``dev``, ``test``,
+    ``ood_adapt_<condition>``, ``ood_<condition>``), that ``train`` and ``dev`` exist and that
+    every ``ood_adapt_<c>`` has its test set ``ood_<c>``.
 
     Relative paths in the config are taken relative to ``base_dir`` (the recipe's work dir).
     """
@@ -57,63 +72,107 @@ def split_sources(cfg: PrepareConfig, base_dir: str | Path = ".") -> dict[str, S
         return None if p is None else str(base / p)
 
     sources: dict[str, SplitSource] = {}
-    if cfg.kaldi_root is not None:
-        root = base / cfg.kaldi_root
+    for key, root_name in (("kaldi_root", cfg.kaldi_root), ("manifest_root", cfg.manifest_root)):
+        if root_name is None:
+            continue
+        root = base / root_name
         if not root.is_dir():
-            raise NeuroselError(f"{root}: kaldi_root does not exist")
+            raise NeuroselError(f"{root}: {key} does not exist")
         for d in sorted(root.iterdir()):
-            if (d / "wav.scp").is_file():
+            if key == "kaldi_root" and (d / "wav.scp").is_file():
                 sources[d.name] = SplitSource(kaldi_dir=str(d))
+            elif key == "manifest_root" and (d / "recordings.jsonl.gz").is_file():
+                sources[d.name] = SplitSource(recordings=str(d / "recordings.jsonl.gz"),
+                                              supervisions=str(d / "supervisions.jsonl.gz"))
     for name, src in cfg.splits.items():
         sources[name] = SplitSource(at(src.kaldi_dir), at(src.recordings), at(src.supervisions))
     if not sources:
-        raise NeuroselError("prepare config names no splits (set kaldi_root or splits)")
+        raise NeuroselError("prepare config names no splits (set splits, kaldi_root or manifest_root; "
+                            "for a new recipe, edit its conf/corpus.yaml)")
+    for name in sources:
+        if not SPLIT_NAME.match(name):
+            raise NeuroselError(f"split '{name}': not a split name (train, dev, test, ood_adapt_<condition>, "
+                                "ood_<condition>; a condition is lower-case letters and '_')")
     for required in ("train", "dev"):
         if required not in sources:
             raise NeuroselError(f"prepare config has no '{required}' split (found: {', '.join(sources)})")
+    for name in sources:
+        if name.startswith("ood_adapt_") and f"ood_{name[len('ood_adapt_'):]}" not in sources:
+            raise NeuroselError(f"split '{name}' has no test set 'ood_{name[len('ood_adapt_'):]}'")
     return sources
 
 
+def import_kaldi_dir(data_dir: str | Path, check: AudioCheck, num_jobs: int = 1) -> tuple[RecordingSet, SupervisionSet]:
+    """Validate a Kaldi data dir (see ``kaldi_dir``), then import it with Lhotse's
+    ``load_kaldi_data_dir``: one recording per ``wav.scp`` line (file or pipe command), one
+    supervision per utterance (per ``segments`` line when there is one).
+
+    Lhotse gets the durations measured by the validation as ``reco2dur`` of a staging copy of
+    the dir, so it neither rereads the audio nor needs ``kaldi_native_io`` for pipe commands.
+    """
+    d = Path(data_dir)
+    durations = validate_data_dir(d, check, num_jobs=num_jobs)
+    with tempfile.TemporaryDirectory(prefix="kaldi_import.") as tmp:
+        staging = Path(tmp)
+        for name in _KALDI_FILES:
+            if (d / name).is_file():
+                os.symlink((d / name).resolve(), staging / name)
+        (staging / "reco2dur").write_text("".join(f"{reco} {dur!r}\n" for reco, dur in durations.items()))
+        recordings, supervisions, _ = load_kaldi_data_dir(staging, sampling_rate=check.sampling_rate,
+                                                          use_reco2dur=True, num_jobs=1)
+    if supervisions is None:
+        raise NeuroselError(f"{d}: no utt2spk or segments; cannot make supervisions")
+    return recordings, supervisions
+
+
+def _load_manifests(source: SplitSource, check: AudioCheck) -> tuple[RecordingSet, SupervisionSet]:
+    """Lhotse recordings and supervisions, checked: rate, audio files present, transcripts and
+    durations (errors name the manifest and the id)."""
+    recordings = load_manifest(source.recordings, RecordingSet)
+    supervisions = load_manifest(source.supervisions, SupervisionSet)
+    for rec in recordings:
+        if rec.sampling_rate != check.sampling_rate:
+            raise NeuroselError(f"{source.recordings}: recording '{rec.id}' is {rec.sampling_rate} Hz, "
+                                f"expected {check.sampling_rate} Hz")
+        for src in rec.sources:
+            if src.type == "file" and not Path(src.source).is_file():
+                raise NeuroselError(f"{source.recordings}: recording '{rec.id}': audio file {src.source} "
+                                    "does not exist")
+    for sup in supervisions:
+        if not (sup.text or "").strip():
+            raise NeuroselError(f"{source.supervisions}: supervision '{sup.id}' has an empty transcript")
+        if not check.min_duration <= sup.duration <= check.max_duration:
+            raise NeuroselError(f"{source.supervisions}: supervision '{sup.id}' lasts {sup.duration:.2f} s, "
+                                f"outside [{check.min_duration}, {check.max_duration}] s")
+    return recordings, supervisions
+
+
 def load_split(name: str, source: SplitSource, cfg: PrepareConfig, num_jobs: int) -> CutSet:
-    """Validate one split and return its cuts (one supervision per cut)."""
+    """Validate one split and return its cuts (one supervision per cut, cut id = utterance id)."""
     check = AudioCheck(cfg.sampling_rate, cfg.min_duration, cfg.max_duration)
     if source.kaldi_dir is not None:
-        validate_data_dir(source.kaldi_dir, check, num_jobs=num_jobs)
-        recordings, supervisions, _ = load_kaldi_data_dir(
-            source.kaldi_dir, sampling_rate=cfg.sampling_rate, use_reco2dur=False, num_jobs=num_jobs
-        )
-        if supervisions is None:
-            raise NeuroselError(f"{source.kaldi_dir}: no utt2spk or segments; cannot make supervisions")
+        recordings, supervisions = import_kaldi_dir(source.kaldi_dir, check, num_jobs)
     elif source.recordings is not None and source.supervisions is not None:
-        recordings = load_manifest(source.recordings, RecordingSet)
-        supervisions = load_manifest(source.supervisions, SupervisionSet)
-        for sup in supervisions:
-            if not (sup.text or "").strip():
-                raise NeuroselError(f"{source.supervisions}: supervision '{sup.id}' has an empty transcript")
-        for rec in recordings:
-            if rec.sampling_rate != cfg.sampling_rate:
-                raise NeuroselError(
-                    f"{source.recordings}: recording '{rec.id}' is {rec.sampling_rate} Hz, "
-                    f"expected {cfg.sampling_rate} Hz"
-                )
+        recordings, supervisions = _load_manifests(source, check)
     else:
         raise NeuroselError(f"split '{name}': give kaldi_dir, or both recordings and supervisions")
     try:
         validate_recordings_and_supervisions(recordings, supervisions)
     except AssertionError as e:
         raise NeuroselError(f"split '{name}': {e}") from e
-    # One cut per supervision, with the supervision's id (= the Kaldi utterance id).
     cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions)
     return cuts.trim_to_supervisions(keep_overlapping=False).to_eager()
 
 
 def prepare(cfg: PrepareConfig, out_dir: str | Path, num_jobs: int = 1, base_dir: str | Path = ".") -> list[str]:
-    """Run stage 0 for every split; return the split names. Each artifact is written atomically."""
+    """Run stage 0 for every split; return the split names. Every split is loaded and checked
+    before the first artifact is written; each artifact is written atomically."""
     out = Path(out_dir)
     sources = split_sources(cfg, base_dir)
-    for name, source in sources.items():
-        cuts = load_split(name, source, cfg, num_jobs)
-        recordings = RecordingSet.from_recordings(c.recording for c in cuts)
+    loaded = {name: load_split(name, source, cfg, num_jobs) for name, source in sources.items()}
+    for name, cuts in loaded.items():
+        # one recording per id: the cuts of a segmented recording share it
+        recordings = RecordingSet.from_recordings({c.recording.id: c.recording for c in cuts}.values())
         supervisions = SupervisionSet.from_segments(s for c in cuts for s in c.supervisions)
         manifests = out / "manifests"
         for obj, stem in ((recordings, "recordings"), (supervisions, "supervisions"), (cuts, "cuts")):
