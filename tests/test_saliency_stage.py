@@ -15,6 +15,7 @@ from lhotse import CutSet
 
 from neurosel.bin import saliency as saliency_cli
 from neurosel.model import ModelConfig, build_model, save_model
+from neurosel.report.markdown import selection_note
 from neurosel.saliency.stage import reference_sets
 from neurosel.saliency.stats import load_stats
 from neurosel.saliency.tables import FIXED_COLUMNS, read_neurons_tsv
@@ -83,7 +84,14 @@ def test_every_reference_set_has_its_outputs(saliency_run):
         # percentile mode, 10 % per layer: round(2.4) = 2 and round(1.6) = 2 of each class
         assert [c["hyper"] for c in classes["counts"]] == [2, 2]
         assert [c["hypo"] for c in classes["counts"]] == [2, 2]
+        stats = load_stats(d / "stats.pt")
+        on_rate = [layer.on_count.double() / layer.count for layer in stats.layers]
+        assert [c["hyper"] for c in classes["threshold_counts"]] == [int((r >= 0.95).sum()) for r in on_rate]
+        assert [c["hypo"] for c in classes["threshold_counts"]] == [int((r <= 0.05).sum()) for r in on_rate]
         criteria = json.loads((d / "criteria.json").read_text())
+        alone = ", ".join(f"{c['hyper']}/{c['hypo']}" for c in classes["threshold_counts"])
+        assert f"top/bottom 10% of each layer by on_rate; on-rate >= 0.95 / <= 0.05 would find {alone}" \
+            in selection_note(criteria)
         assert criteria["budget"] == 8
         entropy_row = next(r for r in criteria["rows"] if r["criterion"] == "entropy")
         assert entropy_row["selected"] == 8

@@ -81,6 +81,22 @@ def comparisons_section(comparisons: list[Comparison]) -> str:
     return table(["comparison", "A", "B", "WER A", "WER B", "B − A (95% CI)", "p(B better)", "utterances"], rows)
 
 
+def selection_note(doc: object) -> str:
+    """How the hyper/hypo neurons of a ``criteria.json`` were chosen, and for a percentile
+    selection what the on-rate thresholds alone would have found."""
+    spec = doc.get("classify") if isinstance(doc, dict) else None
+    if not isinstance(spec, dict):
+        return ""
+    thresholds = f"on-rate >= {spec['hyper_on_rate']:g} / <= {spec['hypo_on_rate']:g}"
+    if spec.get("mode") != "percentile":
+        return f" (hyper/hypo: {thresholds})"
+    scope = "each layer" if spec.get("scope") == "layer" else "all layers"
+    found = doc.get("threshold_counts") or []
+    alone = ", ".join(f"{c.get('hyper', 0)}/{c.get('hypo', 0)}" for c in found)
+    return (f" (hyper/hypo: the top/bottom {spec['percent']:g}% of {scope} by {spec['percentile_by']}; "
+            f"{thresholds} would find {alone} hyper/hypo per layer)")
+
+
 def criteria_section(saliency_dir: Path) -> str:
     """Per reference set: hyper/hypo counts and each criterion's overlap with hyper+hypo."""
     parts = []
@@ -92,6 +108,7 @@ def criteria_section(saliency_dir: Path) -> str:
         if counts:
             head += ": " + ", ".join(f"layer {i}: {c.get('hyper', 0)} hyper / {c.get('hypo', 0)} hypo"
                                      for i, c in enumerate(counts))
+        head += selection_note(doc)
         if counts and not any(c.get("hyper", 0) + c.get("hypo", 0) for c in counts):
             parts.append(f"**{ref.name}**: no hyper or hypo neuron in any layer; nothing to compare.\n")
             continue

@@ -149,12 +149,15 @@ def analyse_reference(name: str, model: CnnCtcModel, stats: NeuronStats, taylor:
     write_neurons_tsv(out_dir / "neurons.tsv", stats, classes, scores)
     total = {c: sum(d[c] for d in counts) for c in ("hyper", "hypo", "normal")}
     frames = stats.layers[0].count
+    # the on-rate thresholds' counts are kept beside a percentile selection, for the report
+    threshold_counts = class_counts(classify(stats, dataclasses.replace(cfg.classify, mode="threshold")))
+    definition = {"classify": dataclasses.asdict(cfg.classify), "threshold_counts": threshold_counts}
     write_json(out_dir / "classes.json", {"reference_set": name, "frames": frames, "widths": stats.widths,
-                                          "counts": counts, "total": total,
-                                          "classify": dataclasses.asdict(cfg.classify)})
+                                          "counts": counts, "total": total, **definition})
     rows = [dataclasses.asdict(r) for r in comparison]
     write_json(out_dir / "criteria.json", {"reference_set": name, "budget": total["hyper"] + total["hypo"],
-                                           "scope": cfg.compare_scope, "counts": counts, "rows": rows})
+                                           "scope": cfg.compare_scope, "counts": counts, **definition,
+                                           "rows": rows})
     C.save(cfg, out_dir / "config.yaml")
     plots.plot_on_rate_histograms(out_dir / "on_rate.png", stats.on_rate, classes, cfg.classify)
     plots.plot_mean_vs_entropy(out_dir / "mean_vs_entropy.png", stats.mean_act, stats.entropy, classes)

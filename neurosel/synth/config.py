@@ -78,7 +78,7 @@ class ReverbConfig:
 class TelephoneConfig:
     """Telephone channel: band-pass, 8 kHz, a codec drawn per utterance from ``codecs``."""
 
-    band_hz: list[float] = field(default_factory=lambda: [300.0, 3400.0])
+    band_hz: list[float] = field(default_factory=lambda: [200.0, 3700.0])
     codecs: list[str] = field(default_factory=lambda: ["mulaw"])
 
 
