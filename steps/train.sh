@@ -2,6 +2,9 @@
 # Stage 3: train the CNN CTC acoustic model on <fbank-dir>/cuts_train (validation on cuts_dev)
 # with the BPE units of <lang-dir>. Resumes from the newest checkpoint in <exp-dir> by itself.
 # The trainer writes its own log/train.log; the launcher's log of the job is log/job.log.
+# --num-procs N trains with N processes in the one job (torch.distributed, each with the config's
+# num_threads torch threads), and asks the launcher for N x --num-threads CPUs. Multi-node
+# training on Slurm is started with srun instead (see the README's "Jobs and clusters").
 set -euo pipefail
 
 config=
@@ -9,6 +12,7 @@ overlay=
 overrides=
 cmd=utils/run.pl
 num_threads=2
+num_procs=
 seed=
 force=false
 quiet=false
@@ -19,7 +23,8 @@ Options:
   --overlay <yaml>     overlay config (section 'train')
   --overrides 'k=v ..' config overrides
   --cmd <launcher>     job launcher
-  --num-threads <n>    threads the job asks the launcher for
+  --num-threads <n>    threads the job asks the launcher for (per training process)
+  --num-procs <n>      training processes (default: the config's num_procs, 1)
   --seed <n>           random seed (overrides the config)
   --force <bool>       retrain even if up to date"
 . utils/parse_options.sh
@@ -30,5 +35,6 @@ for f in "$fbank/cuts_train.jsonl.gz" "$fbank/cuts_dev.jsonl.gz" "$fbank/cmvn.np
 done
 
 . steps/common.sh
-run_step "$cmd --num-threads $num_threads" "$dir/log/job.log" \
-  python -m neurosel.bin.train $(config_opts) ${seed:+--seed $seed} "$fbank" "$lang" "$dir"
+run_step "$cmd --num-threads $((num_threads * ${num_procs:-1}))" "$dir/log/job.log" \
+  python -m neurosel.bin.train $(config_opts) ${seed:+--seed $seed} ${num_procs:+--num-procs $num_procs} \
+    "$fbank" "$lang" "$dir"

@@ -1,9 +1,15 @@
 """Stage 3: ``python -m neurosel.bin.train [--config conf/train.yaml] [--overlay conf/tiny.yaml]
-[--set key=value] [--seed N] [--quiet] <fbank-dir> <lang-dir> <exp-dir>``.
+[--set key=value] [--seed N] [--num-procs N] [--quiet] <fbank-dir> <lang-dir> <exp-dir>``.
 
 Trains the CNN CTC model on ``<fbank-dir>/cuts_train.jsonl.gz`` (validating on ``cuts_dev``) with
 targets from ``<lang-dir>/bpe.model`` and CMVN from ``<fbank-dir>/cmvn.npz``. Resumes from the
 newest ``<exp-dir>/checkpoint-*.pt`` when there is one; writes ``<exp-dir>/model.pt`` at the end.
+
+Several processes (see ``neurosel.train.distributed``): ``--num-procs N`` (or ``num_procs`` in the
+config) spawns N local processes; started by ``torchrun --nproc-per-node N -m neurosel.bin.train``
+or by ``srun --ntasks N python -m neurosel.bin.train``, the launcher's processes train together
+(and ``num_procs`` is ignored). The number of processes is not part of the stage's fingerprint:
+a run is done, or resumes, whatever number of processes it was started with.
 """
 
 from __future__ import annotations
@@ -18,40 +24,78 @@ from neurosel.errors import NeuroselError
 from neurosel.stage import clear, fingerprint, mark_done, status
 from neurosel.train import TrainConfig, train
 from neurosel.train.checkpoint import list_checkpoints
+from neurosel.train.distributed import SINGLE, ProcessGroup, join, launch_from_env, leave, spawn
 
 log = logging.getLogger("neurosel.train")
+
+
+def stage_config(cfg: TrainConfig) -> dict:
+    """The config the stage marker hashes: everything but ``num_procs`` (how many processes share
+    each batch does not change the model the stage makes)."""
+    return {key: value for key, value in C.to_dict(cfg).items() if key != "num_procs"}
+
+
+def train_process(group: ProcessGroup, cfg: TrainConfig, inputs: list[Path], lang_dir: Path, exp_dir: Path,
+                  quiet: bool) -> None:
+    """One spawned training process (module level, so that it pickles)."""
+    train(cfg, inputs[0], inputs[1], lang_dir, inputs[2], exp_dir, quiet=quiet, group=group)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="train", description=__doc__.splitlines()[0])
     config_args(parser)
     parser.add_argument("--seed", type=int, help="random seed (overrides the config's seed)")
+    parser.add_argument("--num-procs", type=int, help="training processes on this machine (overrides num_procs)")
     parser.add_argument("--force", action="store_true", help="train again from scratch even if up to date")
     parser.add_argument("fbank_dir", type=Path, help="stage 1 output: cuts_{train,dev}.jsonl.gz, cmvn.npz")
     parser.add_argument("lang_dir", type=Path, help="stage 2 output: bpe.model")
     parser.add_argument("exp_dir", type=Path, help="output: checkpoints, model.pt, logs")
     args = parser.parse_args(argv)
-    overrides = args.overrides + ([f"seed={args.seed}"] if args.seed is not None else [])
+    overrides = (args.overrides + ([f"seed={args.seed}"] if args.seed is not None else [])
+                 + ([f"num_procs={args.num_procs}"] if args.num_procs is not None else []))
     cfg = C.resolve(TrainConfig, args.config, args.overlay, "train", overrides)
     inputs = [args.fbank_dir / "cuts_train.jsonl.gz", args.fbank_dir / "cuts_dev.jsonl.gz",
               args.fbank_dir / "cmvn.npz", args.lang_dir / "bpe.model"]
     for path in inputs:
         if not path.is_file():
             raise NeuroselError(f"{path}: no such file (run the earlier stages first)")
-    digest = fingerprint(C.to_dict(cfg), inputs)
+    launch = launch_from_env()
+    group = join(launch) if launch is not None else SINGLE
+    try:
+        if launch is not None and launch.world_size != cfg.num_procs:
+            log.info("started by %s as %d process(es): num_procs=%d does not apply", launch.launcher,
+                     launch.world_size, cfg.num_procs)
+        return run_stage(args, cfg, inputs, group, spawn_procs=launch is None and cfg.num_procs > 1)
+    finally:
+        leave(group)
+
+
+def run_stage(args: argparse.Namespace, cfg: TrainConfig, inputs: list[Path], group: ProcessGroup,
+              spawn_procs: bool) -> int:
+    """Skip, clean up, train (here, or in ``cfg.num_procs`` spawned processes) and mark stage 3
+    done; called by every process of a launcher-started job, rank 0 alone changes files."""
+    digest = fingerprint(stage_config(cfg), inputs)
     state = status(args.exp_dir, digest)
+    group.barrier()  # every process has read the marker before rank 0 changes anything
     if state == "done" and not args.force:
         log.info("stage 3 (train): up to date in %s, skipping (use --force to redo)", args.exp_dir)
         return 0
-    if state == "stale" or args.force:
-        # a finished model of another config: its checkpoints cannot be resumed, start afresh
-        log.info("stage 3 (train): %s; removing the old checkpoints and training from scratch",
-                 "--force given" if args.force else "config or inputs changed since the last run")
-        for old in list_checkpoints(args.exp_dir) + [args.exp_dir / "model.pt"]:
-            old.unlink(missing_ok=True)
-    clear(args.exp_dir)  # a killed run (no marker) resumes from its newest checkpoint
-    train(cfg, inputs[0], inputs[1], args.lang_dir, inputs[2], args.exp_dir, quiet=not show_progress(args))
-    mark_done(args.exp_dir, digest, stage="train")
+    if group.is_main:
+        if state == "stale" or args.force:
+            # a finished model of another config: its checkpoints cannot be resumed, start afresh
+            log.info("stage 3 (train): %s; removing the old checkpoints and training from scratch",
+                     "--force given" if args.force else "config or inputs changed since the last run")
+            for old in list_checkpoints(args.exp_dir) + [args.exp_dir / "model.pt"]:
+                old.unlink(missing_ok=True)
+        clear(args.exp_dir)  # a killed run (no marker) resumes from its newest checkpoint
+    group.barrier()
+    quiet = not show_progress(args)
+    if spawn_procs:
+        spawn(train_process, cfg.num_procs, (cfg, inputs, args.lang_dir, args.exp_dir, quiet))
+    else:
+        train(cfg, inputs[0], inputs[1], args.lang_dir, inputs[2], args.exp_dir, quiet=quiet, group=group)
+    if group.is_main:
+        mark_done(args.exp_dir, digest, stage="train")
     return 0
 
 

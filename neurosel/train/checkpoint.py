@@ -4,7 +4,8 @@ A checkpoint is a dict of tensors and plain Python values only (it loads with
 ``torch.load(weights_only=True)``): ``model``, ``config`` (ModelConfig dict, so ``load_model``
 reads it), ``train_config``, ``optimizer``, ``scheduler``, ``sampler`` (Lhotse sampler state),
 ``rng`` (python, numpy and torch generator states) and ``progress`` (step, epoch, losses, ...).
-Saving is atomic; only the newest ``keep_last`` checkpoints are kept.
+A multi-process run writes the same entries (``rng`` is rank 0's) and ``rng_per_process``, every
+process's RNG states by rank. Saving is atomic; only the newest ``keep_last`` checkpoints are kept.
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
                          npy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
+
+
+def seed_rngs(seed: int) -> None:
+    """Seed the python, numpy and torch global RNGs."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def checkpoint_path(exp_dir: str | Path, step: int) -> Path:

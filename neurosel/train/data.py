@@ -49,6 +49,14 @@ class Batch:
     cut_ids: list[str]
     weights: torch.Tensor | None = None
 
+    def to(self, device: torch.device) -> Batch:
+        """The same batch with its tensors on ``device``."""
+        if device.type == "cpu":
+            return self
+        return Batch(self.feats.to(device), self.feat_lens.to(device), self.targets.to(device),
+                     self.target_lens.to(device), self.cut_ids,
+                     None if self.weights is None else self.weights.to(device))
+
 
 def load_cmvn(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     """``cmvn.npz`` (arrays ``mean``, ``std``, shape (F,)) -> float32 tensors (F,), (F,)."""
@@ -96,7 +104,11 @@ class CtcDataset(torch.utils.data.Dataset):
             )
 
     def __getitem__(self, cuts: CutSet) -> Batch:
-        """Load, normalise and (optionally) augment the cuts' features; encode their transcripts."""
+        """Load, normalise and (optionally) augment the cuts' features; encode their transcripts.
+        No cuts give a batch of no utterances (a training process's empty share of a batch)."""
+        if next(iter(cuts), None) is None:
+            empty = torch.zeros(0, dtype=torch.long)
+            return Batch(torch.zeros(0, 1, self.cmvn[0].numel()), empty, empty, empty, [])
         texts = []
         for cut in cuts:
             if not cut.has_features:
@@ -130,11 +142,12 @@ def make_sampler(cuts: CutSet, max_duration: float, shuffle: bool, seed: int = 0
 
     Deterministic for a seed and epoch (``sampler.set_epoch``); ``state_dict()`` /
     ``load_state_dict()`` resume it mid-epoch. A set of fewer cuts than ``num_buckets`` gets one
-    bucket per cut.
+    bucket per cut. Every process of a multi-process job gets the same (global) batches: Lhotse
+    would otherwise split them by the launcher's RANK/WORLD_SIZE (see ``distributed``).
     """
     num_buckets = max(1, sum(1 for _ in islice(cuts, num_buckets)))
     with warnings.catch_warnings():
         # Lhotse advises lazy manifests for memory; an eager CutSet samples identically
         warnings.filterwarnings("ignore", message=".*eagerly read CutSet", category=UserWarning)
         return DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=shuffle, seed=seed,
-                                       num_buckets=num_buckets, drop_last=False)
+                                       num_buckets=num_buckets, drop_last=False, world_size=1, rank=0)

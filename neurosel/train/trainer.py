@@ -13,6 +13,10 @@ finishes a completed one at once. Raising ``max_steps``/``num_epochs`` continues
 (with ``lr_schedule: cosine`` the rest of the schedule then stretches to the new length). Other
 config changes are refused on resume: they would make the run a mix of two experiments.
 
+Several processes (``num_procs``, or a job started by torchrun or srun; see ``distributed``) share
+each batch and compute the single-process step, so they follow the single-process loss curve and
+write the same checkpoints (rank 0 writes every file); a run may resume with another ``num_procs``.
+
 Writes in ``exp_dir``: ``checkpoint-<step>.pt``, ``best.pt`` (lowest validation loss, unfolded),
 ``model.pt``, ``config.yaml``, ``log/train.log``, ``tensorboard/``, ``loss.png``.
 """
@@ -22,13 +26,11 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import random
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Iterator, Literal
 
-import numpy as np
 import torch
 from lhotse import CutSet, load_manifest_lazy
 from torch.utils.tensorboard import SummaryWriter
@@ -39,8 +41,9 @@ from neurosel.errors import NeuroselError
 from neurosel.io import torch_load
 from neurosel.model import ModelConfig, build_model, fold_norms, save_model
 from neurosel.train.checkpoint import (average_model_states, list_checkpoints, load_checkpoint, restore_rng_state,
-                                       rng_state, save_checkpoint)
-from neurosel.train.data import CtcDataset, SpecAugmentConfig, load_bpe, load_cmvn, make_sampler
+                                       rng_state, save_checkpoint, seed_rngs)
+from neurosel.train.data import Batch, CtcDataset, SpecAugmentConfig, load_bpe, load_cmvn, make_sampler
+from neurosel.train.distributed import SINGLE, ProcessGroup, backend, process_seed
 from neurosel.train.loop import evaluate, run_steps
 from neurosel.train.plot import plot_losses
 
@@ -48,8 +51,9 @@ log = logging.getLogger("neurosel.train")
 
 # Keys that may differ between a checkpoint and the current config when resuming: they change when
 # or how training stops or is recorded, not what one step computes.
-RESUMABLE_CHANGES = frozenset({"num_epochs", "max_steps", "max_minutes", "num_threads", "checkpoint_every",
-                               "keep_last", "final_model", "average_last", "log_every"})
+# num_procs is one of them: the processes share each batch and compute the single-process step.
+RESUMABLE_CHANGES = frozenset({"num_epochs", "max_steps", "max_minutes", "num_threads", "num_procs",
+                               "checkpoint_every", "keep_last", "final_model", "average_last", "log_every"})
 
 
 @dataclass
@@ -59,7 +63,8 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     seed: int = 0
-    num_threads: int = 2
+    num_threads: int = 2  # torch threads of each training process
+    num_procs: int = 1  # training processes sharing each batch (torch.distributed; see train/distributed.py)
     max_duration: float = 120.0  # seconds of audio per batch
     num_buckets: int = 10
     num_epochs: int = 10  # 0 = no epoch limit
@@ -85,8 +90,8 @@ class TrainConfig:
             raise ValueError("set at least one of num_epochs, max_steps, max_minutes")
         if self.lr_schedule == "cosine" and self.num_epochs <= 0 and self.max_steps <= 0:
             raise ValueError("lr_schedule cosine needs num_epochs or max_steps for its length")
-        if self.keep_last < 1 or self.checkpoint_every < 1 or self.log_every < 1:
-            raise ValueError("keep_last, checkpoint_every and log_every must be >= 1")
+        if self.keep_last < 1 or self.checkpoint_every < 1 or self.log_every < 1 or self.num_procs < 1:
+            raise ValueError("keep_last, checkpoint_every, log_every and num_procs must be >= 1")
         if self.final_model == "average" and not 1 <= self.average_last <= self.keep_last:
             raise ValueError(f"average_last must be in [1, keep_last={self.keep_last}]")
         if self.max_duration <= 0 or self.lr <= 0 or self.warmup_steps < 0:
@@ -157,41 +162,61 @@ def as_cuts(cuts: CutSet | str | Path, split: str) -> CutSet:
 
 
 def train(cfg: TrainConfig, cuts_train: CutSet | str | Path, cuts_dev: CutSet | str | Path,
-          lang_dir: str | Path, cmvn_path: str | Path, exp_dir: str | Path, quiet: bool = False) -> Path:
+          lang_dir: str | Path, cmvn_path: str | Path, exp_dir: str | Path, quiet: bool = False,
+          group: ProcessGroup = SINGLE) -> Path:
     """Train (or resume, or finish) stage 3 in ``exp_dir``; returns the path of ``model.pt``.
 
     ``cuts_*``: cuts with fbank features and one transcribed supervision each; ``lang_dir``: holds
     ``bpe.model`` (piece 0 = ``<blk>``); ``cmvn_path``: ``cmvn.npz`` with ``mean``/``std``.
+    ``group``: this process's place in a multi-process run (every process calls ``train`` with the
+    same arguments; only rank 0 writes files); see ``neurosel.train.distributed``.
     """
     exp_dir = Path(exp_dir)
+    logger = logging.getLogger("neurosel")
+    if not group.is_main:
+        logger.setLevel(logging.WARNING)  # rank 0 reports for all
+        return _train(cfg, as_cuts(cuts_train, "train"), as_cuts(cuts_dev, "dev"), Path(lang_dir), Path(cmvn_path),
+                      exp_dir, True, group)
     (exp_dir / "log").mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(exp_dir / "log" / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("neurosel").addHandler(handler)
-    logging.getLogger("neurosel").setLevel(logging.INFO)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
         return _train(cfg, as_cuts(cuts_train, "train"), as_cuts(cuts_dev, "dev"), Path(lang_dir), Path(cmvn_path),
-                      exp_dir, quiet)
+                      exp_dir, quiet, group)
     finally:
-        logging.getLogger("neurosel").removeHandler(handler)
+        logger.removeHandler(handler)
         handler.close()
 
 
+def restore_process_rng(state: dict, group: ProcessGroup, seed: int, step: int) -> None:
+    """Resume this process's RNG streams from a checkpoint: its own saved states when the
+    checkpoint has one per process of a run of this size, else rank 0's (``rng``) on rank 0 and
+    fresh streams derived from (seed, rank, step) on the others."""
+    per_process = state.get("rng_per_process")
+    if per_process is not None and len(per_process) == group.world_size:
+        restore_rng_state(per_process[group.rank])
+    elif group.is_main:
+        restore_rng_state(state["rng"])
+    else:
+        seed_rngs(process_seed(seed, group.rank, step))
+
+
 def _train(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: Path, cmvn_path: Path,
-           exp_dir: Path, quiet: bool) -> Path:
+           exp_dir: Path, quiet: bool, group: ProcessGroup) -> Path:
     torch.set_num_threads(cfg.num_threads)
     sp = load_bpe(lang_dir)
     if cfg.model.vocab_size not in (0, sp.get_piece_size()):
         raise NeuroselError(f"{lang_dir}/bpe.model has {sp.get_piece_size()} pieces but model.vocab_size is "
                             f"{cfg.model.vocab_size} (set it to 0 to take it from the lang dir)")
     cfg = replace(cfg, model=replace(cfg.model, vocab_size=sp.get_piece_size()))
-    save(cfg, exp_dir / "config.yaml")
+    if group.is_main:
+        save(cfg, exp_dir / "config.yaml")
     cmvn = load_cmvn(cmvn_path)
 
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model)
+    seed_rngs(cfg.seed)  # the same initial weights in every process
+    model = build_model(cfg.model).to(group.device)
     params = list(model.parameters())
     opt_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_class(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -211,41 +236,62 @@ def _train(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: Pat
         scheduler.load_state_dict(state["scheduler"])
         sampler.load_state_dict(copy.deepcopy(state["sampler"]))
         progress = Progress(**state["progress"])
-        restore_rng_state(state["rng"])
+        restore_process_rng(state, group, cfg.seed, progress.step)
         log.info("resuming from %s (step %d, epoch %d)", checkpoints[-1], progress.step, progress.epoch)
     else:
         sampler.set_epoch(0)
+        if not group.is_main:  # rank 0 continues the single-process streams, the others get their own
+            seed_rngs(process_seed(cfg.seed, group.rank, 0))
         log.info("training %s: %d parameters, %s", exp_dir, sum(p.numel() for p in params), cfg.model)
+    if group.world_size > 1:
+        log.info("%d training processes share each batch of %.0f s (backend %s, %d threads each)",
+                 group.world_size, cfg.max_duration, backend(), cfg.num_threads)
+    trained = group.wrap(model)  # the same module, or DistributedDataParallel around it
 
     def checkpoint() -> None:
-        progress.elapsed_s = elapsed()
-        save_checkpoint(exp_dir, progress.step, {
+        progress.elapsed_s = group.from_main(elapsed())
+        rngs = group.gather(rng_state())
+        if not group.is_main:
+            return
+        state = {
             "model": model.state_dict(), "config": asdict(cfg.model), "train_config": asdict(cfg),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "sampler": sampler.state_dict(), "rng": rng_state(), "progress": asdict(progress),
-        }, cfg.keep_last)
+            "sampler": sampler.state_dict(), "rng": rngs[0], "progress": asdict(progress),
+        }
+        if group.world_size > 1:
+            state["rng_per_process"] = rngs
+        save_checkpoint(exp_dir, progress.step, state, cfg.keep_last)
 
     def validate() -> None:
-        loss = evaluate(model, (dev_dataset[cuts] for cuts in dev_sampler))
+        batches = (dev_dataset[group.shard(cuts)].to(group.device) for cuts in dev_sampler)
+        loss = evaluate(model, batches, group)
         progress.valid.append([progress.step, progress.epoch, loss])
-        writer.add_scalar("valid/loss", loss, progress.step)
+        if writer is not None:
+            writer.add_scalar("valid/loss", loss, progress.step)
         log.info("epoch %d step %d: validation loss %.4f per token", progress.epoch, progress.step, loss)
         if loss < progress.best_valid_loss:
             progress.best_valid_loss = loss
-            save_model(model, exp_dir / "best.pt", step=progress.step, valid_loss=loss)
+            if group.is_main:
+                save_model(model, exp_dir / "best.pt", step=progress.step, valid_loss=loss)
 
     start, start_elapsed = time.monotonic(), progress.elapsed_s
 
     def elapsed() -> float:
         return start_elapsed + time.monotonic() - start
 
-    window = {"t": time.monotonic(), "frames": 0, "losses": []}
+    window = {"t": time.monotonic(), "frames": 0, "losses": [], "batch_frames": 0}
 
-    def on_step(batch, loss: float) -> bool:
+    def shares() -> Iterator[Batch]:
+        """This process's share of each batch of the epoch (the whole batch for one process)."""
+        for cuts in sampler:
+            window["batch_frames"] = sum(cut.num_frames for cut in cuts)
+            yield dataset[group.shard(cuts)].to(group.device)
+
+    def on_step(batch: Batch, loss: float) -> bool:
         progress.step += 1
         progress.train_losses.append(loss)
-        progress.frames += int(batch.feat_lens.sum())
-        window["frames"] += int(batch.feat_lens.sum())
+        progress.frames += window["batch_frames"]
+        window["frames"] += window["batch_frames"]
         window["losses"].append(loss)
         bar.update(1)
         bar.set_postfix(epoch=progress.epoch, loss=f"{loss:.3f}")
@@ -255,22 +301,24 @@ def _train(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: Pat
             mean_loss = sum(window["losses"]) / len(window["losses"])
             log.info("epoch %d step %d: loss %.4f lr %.2e, %.2f steps/s, %.0f frames/s", progress.epoch,
                      progress.step, mean_loss, lr, len(window["losses"]) / seconds, window["frames"] / seconds)
-            writer.add_scalar("train/loss", mean_loss, progress.step)
-            writer.add_scalar("train/lr", lr, progress.step)
-            writer.add_scalar("train/frames_per_s", window["frames"] / seconds, progress.step)
+            if writer is not None:
+                writer.add_scalar("train/loss", mean_loss, progress.step)
+                writer.add_scalar("train/lr", lr, progress.step)
+                writer.add_scalar("train/frames_per_s", window["frames"] / seconds, progress.step)
             window.update(t=time.monotonic(), frames=0, losses=[])
-        progress.elapsed_s = elapsed()
+        progress.elapsed_s = group.from_main(elapsed())  # every process stops at the same step
         if progress.step % cfg.checkpoint_every == 0:
             checkpoint()
         return finished(cfg, progress)
 
-    writer = SummaryWriter(str(exp_dir / "tensorboard"), purge_step=progress.step if checkpoints else None)
+    writer = None
+    if group.is_main:
+        writer = SummaryWriter(str(exp_dir / "tensorboard"), purge_step=progress.step if checkpoints else None)
     bar = tqdm(total=cfg.max_steps or None, initial=progress.step, desc="train", unit="step",
                disable=True if quiet else None)
     try:
         while not finished(cfg, progress):
-            run_steps(model, (dataset[cuts] for cuts in sampler), params, optimizer, scheduler, cfg.grad_clip,
-                      on_step)
+            run_steps(trained, shares(), params, optimizer, scheduler, cfg.grad_clip, on_step, group)
             if finished(cfg, progress):
                 break
             validate()
@@ -282,8 +330,11 @@ def _train(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: Pat
             checkpoint()
     finally:
         bar.close()
-        writer.close()
-    return finalize(cfg, exp_dir, progress)
+        if writer is not None:
+            writer.close()
+    path = finalize(cfg, exp_dir, progress) if group.is_main else exp_dir / "model.pt"
+    group.barrier()  # every process returns once model.pt is written
+    return path
 
 
 def finalize(cfg: TrainConfig, exp_dir: Path, progress: Progress) -> Path:
