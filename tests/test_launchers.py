@@ -56,6 +56,14 @@ def test_run_pl_single_job_forms(tmp_path):
     assert parse_log(tmp_path / "log/seven.7.log")["output"] == "7\n"
 
 
+def test_run_pl_accepts_the_cluster_options(tmp_path):
+    # a cmd.sh line written for a cluster works locally: the options are accepted, not enforced
+    out = launch(RUN_PL, "--mem", "4G", "--gpu", "0", "--time", "1:00:00", "--config", "conf/absent.conf",
+                 "--num-threads", "2", "JOB=1:2", "log/c.JOB.log", "echo", "JOB", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert [parse_log(tmp_path / f"log/c.{t}.log")["threads"] for t in (1, 2)] == ["2", "2"]
+
+
 def test_run_pl_failure_reports_count_and_log(tmp_path):
     out = launch(RUN_PL, "JOB=1:4", "log/x.JOB.log", "echo", "JOB", ";", "[", "JOB", "!=", "3", "]",
                  "||", "exit", "5", cwd=tmp_path)

@@ -127,6 +127,31 @@ def test_rejected_submission_shows_sbatch_message(tmp_path, slurm_cluster):
     assert "-p gpu --gres=gpu:1" in out.stderr
 
 
+def test_kaldi_style_config_file_maps_the_options(tmp_path, slurm_cluster):
+    # the directives of a Kaldi recipe's conf/slurm.conf: values as separate words, comments,
+    # an exact value with no options, a default
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf/cluster.conf").write_text(
+        "# a Kaldi-style slurm.conf\n"
+        "command sbatch --export=PATH --ntasks-per-node=1\n"
+        "option time=* --time $0\n"
+        "option mem=* --mem-per-cpu $0\n"
+        "option mem=0          # nothing\n"
+        "option num_threads=* --cpus-per-task $0 --ntasks-per-node=1\n"
+        "option num_threads=1 --cpus-per-task 1  --ntasks-per-node=1\n"
+        "default gpu=0\n"
+        "option gpu=0 -p shared\n"
+        "option gpu=* -p gpu --gres=gpu:$0\n")
+    out = slurm_pl("--config", "conf/cluster.conf", "--mem", "300M", "--time", "5", "--num-threads", "1",
+                   "JOB=1:2", "log/k.JOB.log", "echo", "JOB", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert [parse_log(tmp_path / f"log/k.{t}.log")["output"] for t in (1, 2)] == ["1\n", "2\n"]
+    submitted = (tmp_path / "q/k.sh").read_text().splitlines()[-1]
+    assert submitted.startswith("# Submitted with: sbatch --export=PATH --ntasks-per-node=1 -p shared ")
+    for options in ("--mem-per-cpu 300M", "--cpus-per-task 1 --ntasks-per-node=1", "--time 5", "--array=1-2 "):
+        assert options in submitted
+
+
 def test_undescribed_option_is_an_error(tmp_path):
     out = slurm_pl("--colour", "blue", "log/x.log", "true", cwd=tmp_path)
     assert out.returncode == 1
