@@ -11,7 +11,8 @@
 # The cluster: node `localhost` (CPUs = nproc, RealMemory = 90% of MemTotal), one partition
 # `shared` (the partition Kaldi's slurm.pl asks for), DefMemPerCPU=512 so jobs share the node,
 # memory enforced through cgroups (a job over its --mem is killed: state OUT_OF_MEMORY), no
-# accounting storage. Files: /etc/slurm/slurm.conf and cgroup.conf (written only when absent or
+# accounting storage, jobs at the nice value of their submitter. A cluster of this script running
+# with an older config is restarted when it has no jobs. Files: /etc/slurm/slurm.conf and cgroup.conf (written only when absent or
 # written by this script), PIDs and logs in /run/slurm-ci (owned by the slurm user), spool in
 # /var/spool/slurm-ci. Needs root and, for a first start, apt-get; otherwise it exits 1 saying
 # what is missing. Facts behind the choices: /work/shared/notes/slurm.md.
@@ -81,11 +82,11 @@ write_owned() {
   printf '%s\n' "$content" > "$path.tmp" && mv "$path.tmp" "$path"
 }
 
-write_config() {
+slurm_conf_text() {
   local cpus mem_mb
   cpus=$(nproc)
   mem_mb=$(awk '/^MemTotal:/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
-  write_owned "$slurm_conf" <<EOF
+  cat <<EOF
 $marker: a single-node test cluster on 127.0.0.1.
 ClusterName=neurosel-ci
 SlurmctldHost=localhost
@@ -110,16 +111,33 @@ SchedulerParameters=batch_sched_delay=0
 ReturnToService=2
 KillWait=5
 MailProg=/bin/true
+# Jobs run at the nice value of the sbatch/srun that submitted them: the cluster shares its
+# machine, and "nice -n 19 ./run.sh --cmd utils/slurm.pl" stays as polite as with run.pl.
+PropagatePrioProcess=1
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 # Without DefMemPerCPU every job asks for all the memory and jobs run one at a time.
 PartitionName=shared Nodes=localhost Default=YES MaxTime=INFINITE State=UP DefMemPerCPU=512
 EOF
-  write_owned "$cgroup_conf" <<EOF
+}
+
+cgroup_conf_text() {
+  cat <<EOF
 $marker.
 CgroupPlugin=cgroup/v1
 ConstrainRAMSpace=yes
 ConstrainSwapSpace=yes
 EOF
+}
+
+write_config() {
+  slurm_conf_text | write_owned "$slurm_conf"
+  cgroup_conf_text | write_owned "$cgroup_conf"
+}
+
+# Whether the config files on disk are the ones this version of the script writes.
+config_current() {
+  [ "$(cat "$slurm_conf" 2>/dev/null)" = "$(slurm_conf_text)" ] &&
+    [ "$(cat "$cgroup_conf" 2>/dev/null)" = "$(cgroup_conf_text)" ]
 }
 
 munge_ok() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
@@ -155,8 +173,15 @@ start() {
   t0=$(date +%s.%N)
   [ "$(id -u)" = 0 ] || die "needs root (to install packages and start munged/slurmd); run it as root or start a Slurm cluster yourself"
   if ours_running && [[ $(node_state) =~ ^(idle|mix|alloc|comp) ]]; then
-    say "already running (started earlier by this script)"
-    return 0
+    if config_current; then
+      say "already running (started earlier by this script)"
+      return 0
+    fi
+    if [ -n "$(squeue -h 2>/dev/null)" ]; then
+      say "running with an older config of this script, but jobs are queued; leaving it as it is"
+      return 0
+    fi
+    say "running with an older config of this script and no jobs; restarting it"
   fi
   if ! [ -f "$pid_record" ] && command -v sinfo >/dev/null && [ -n "$(node_state)" ]; then
     say "a Slurm cluster not started by this script already answers (node state $(node_state)); leaving it alone"
