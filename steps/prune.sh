@@ -26,7 +26,7 @@ Options:
   --overrides 'k=v ..'    config overrides
   --cmd <launcher>        job launcher for pruning
   --decode-cmd <launcher> job launcher for decoding (default: --cmd)
-  --nj <n>                parallel jobs (pruning: over systems; decoding: per system)
+  --nj <n>                parallel jobs (pruning and decoding: each takes every n-th system)
   --test-sets <a,b,..>    sets to decode every system on (empty: build the models only)
   --decode-config <yaml>  the baseline's tuned decode.yaml (needed with --test-sets)
   --decode-root <dir>     where <system>/<set>/ decodes go (default: <prune-dir>/../decode)
@@ -53,8 +53,13 @@ if ! python -m neurosel.bin.prune status $(config_opts) "$model" "$saliency" "$f
   grep -v '^#' "$dir/log/merge.log" | grep -v ' INFO '
 fi
 [ -n "$test_sets" ] || exit 0
-systems=$(python -m neurosel.bin.prune list $(config_opts) "$model" "$saliency" "$fbank" "$dir")
-for system in $systems; do
-  steps/decode.sh --cmd "$decode_cmd" --nj "$nj" --force "$force" --config "$decode_config" \
-    "$dir/$system/model.pt" "$lang" "$fbank" "$decode_root/$system" "$test_sets"
+# one launcher job per share of the systems, each decoding its systems in one process
+run_step "$decode_cmd JOB=1:$nj" "$dir/log/decode.JOB.log" \
+  python -m neurosel.bin.prune decode $(config_opts) --job JOB --num-jobs "$nj" --lang "$lang" \
+    --sets "$test_sets" --decode-config "$decode_config" --decode-root "$decode_root" \
+    "$model" "$saliency" "$fbank" "$dir"
+for system in $(python -m neurosel.bin.prune list $(config_opts) "$model" "$saliency" "$fbank" "$dir"); do
+  for s in ${test_sets//,/ }; do
+    printf '%-32s %s\n' "$system/$s" "$(cat "$decode_root/$system/$s/wer")"
+  done
 done

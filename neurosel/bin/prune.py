@@ -8,6 +8,11 @@
     ``<prune-dir>/summary.tsv`` and ``reference.json``; prints the summary table
 ``python -m neurosel.bin.prune status [cfg] <model.pt> <saliency-dir> <fbank> <prune-dir>``
     exit 0 if every system is built and up to date, 1 otherwise
+``python -m neurosel.bin.prune decode [cfg] --job J --num-jobs N --lang L --sets a,b --decode-config Y [--decode-root R] ...``
+    job J of N: decode every N-th system's ``model.pt`` on the sets into ``R/<system>/<set>/``
+    (default R: ``<prune-dir>/../decode``) with the baseline's tuned decode config Y, in this one
+    process (the graph and features are loaded once per system, not once per launcher job);
+    systems already decoded with the same model and config are skipped
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 import torch
 
 from neurosel import config as C
+from neurosel.bin import decode as decode_cli
 from neurosel.cli import config_args, job_args, run_main
 from neurosel.decode.run import load_cuts
 from neurosel.errors import NeuroselError
@@ -34,11 +40,27 @@ from neurosel.train.data import load_cmvn
 log = logging.getLogger("neurosel.prune")
 
 
+def decode_system(model: Path, lang: Path, fbank: Path, decode_dir: Path, sets: str, decode_config: Path,
+                  force: bool) -> None:
+    """Decode one system's ``model`` on ``sets`` into ``decode_dir/<set>/`` (as one decode job of
+    one), unless every set is up to date."""
+    common = ["--config", str(decode_config), "--sets", sets]
+    paths = [str(model), str(lang), str(fbank), str(decode_dir)]
+    if not force and decode_cli.main(["status", *common, *paths]) == 0:
+        return
+    decode_cli.main(["decode", *common, "--job", "1", "--num-jobs", "1", *paths])
+    decode_cli.main(["merge", *common, "--num-jobs", "1", *paths])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prune", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["list", "work", "merge", "status"])
+    parser.add_argument("action", choices=["list", "work", "merge", "status", "decode"])
     config_args(parser)
     job_args(parser)
+    parser.add_argument("--lang", type=Path, help="lang dir (action decode)")
+    parser.add_argument("--sets", default="", help="comma-separated sets to decode (action decode)")
+    parser.add_argument("--decode-config", type=Path, help="the baseline's tuned decode.yaml (action decode)")
+    parser.add_argument("--decode-root", type=Path, help="default <prune-dir>/../decode (action decode)")
     parser.add_argument("model", type=Path, help="baseline model.pt")
     parser.add_argument("saliency_dir", type=Path, help="stage 5 output: <ref>/neurons.tsv")
     parser.add_argument("fbank", type=Path, help="stage 1 output (cuts of the speed-test set, cmvn.npz)")
@@ -65,6 +87,16 @@ def main(argv: list[str] | None = None) -> int:
             log.info("to build: %d of %d systems", len(stale) if not args.force else len(plans), len(plans))
             return 1
         log.info("%s: every system up to date (reference set %s), skipping", args.prune_dir, reference[0])
+        return 0
+    if args.action == "decode":
+        if args.lang is None or args.decode_config is None or not args.sets:
+            raise NeuroselError("action decode needs --lang, --sets and --decode-config")
+        if not 1 <= args.job <= args.num_jobs:
+            raise NeuroselError(f"job {args.job} is not in 1..{args.num_jobs}")
+        decode_root = args.decode_root or args.prune_dir.parent / "decode"
+        for plan in plans[args.job - 1::args.num_jobs]:
+            decode_system(args.prune_dir / plan.name / "model.pt", args.lang, args.fbank,
+                          decode_root / plan.name, args.sets, args.decode_config, args.force)
         return 0
     if args.action == "work":
         if not 1 <= args.job <= args.num_jobs:
