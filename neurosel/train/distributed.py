@@ -120,8 +120,9 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
         local = torch.cat([x.sum(0), x.new_full((1,), float(x.size(0)))])
         total = _SumOverProcesses.apply(local)
         count = total[-1]
-        if float(count.detach()) < 2:
-            raise ValueError(f"BatchNorm over {int(count)} frame(s) in the whole batch")
+        frames = float(count.detach())
+        if frames < 2:
+            raise ValueError(f"BatchNorm over {int(frames)} frame(s) in the whole batch")
         mean = total[:-1] / count
         centred = x - mean
         var = _SumOverProcesses.apply(centred.pow(2).sum(0)) / count  # biased, as BatchNorm normalises
@@ -130,7 +131,7 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
                 self.num_batches_tracked += 1
                 factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
                 self.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
-                self.running_var.mul_(1 - factor).add_(var.detach() * (count / (count - 1)), alpha=factor)
+                self.running_var.mul_(1 - factor).add_(var.detach() * (frames / (frames - 1)), alpha=factor)
         y = centred * torch.rsqrt(var + self.eps)
         return y * self.weight + self.bias if self.affine else y
 
