@@ -1,5 +1,5 @@
 # neurosel: `make test` installs what is missing and runs the whole test suite.
-.PHONY: setup test test-fast clean-venv
+.PHONY: setup test test-fast bench clean-venv
 
 # Set-up is idempotent and quick when nothing is missing.
 setup:
@@ -13,6 +13,11 @@ test: setup
 # Everything but the slow end-to-end and cluster tests.
 test-fast: setup
 	.venv/bin/python -m pytest tests -m "not slow" -ra
+
+# Benchmarks (not part of the tests): bench/RESULTS.md from a finished run (default egs/synth), e.g.
+# make bench BENCH_ARGS="--only decode,prune --quick"; see the README, "Benchmarks".
+bench: setup
+	.venv/bin/python -m bench.run $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf .venv

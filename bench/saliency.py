@@ -1,0 +1,130 @@
+"""Saliency: stage 5's statistics pass (``neurosel.saliency.stats`` hooks) against a plain
+inference pass over the same data, and its peak memory when the data doubles.
+
+Time: on the same batches of reference-set audio (``dev`` then each ``ood_adapt_<c>``), already
+in memory, interleaved: ``collect_stats`` as stage 5 calls it, and the model's forward alone in
+inference mode. One torch thread, as a stage 5 job has. A second pair of rows includes reading
+the features (``reference_stats`` against ``log_posteriors``), as the stage runs them.
+
+Memory: ``python -m bench.saliency child`` runs ``reference_stats`` over 1x, 2x and 4x the
+audio in its own process; its peak RSS comes from ``wait4``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from lhotse import CutSet
+
+from bench.common import REPO, Metric, Section, check_child, fmt, interleaved, run_child
+from bench.inputs import Workdir, find_workdir, load_cuts, take_seconds, total_seconds
+from neurosel.inference import feature_batches, log_posteriors
+from neurosel.model import load_model
+from neurosel.saliency.stage import SaliencyStageConfig, reference_sets, reference_stats
+from neurosel.saliency.stats import collect_stats
+from neurosel.train.data import load_cmvn
+
+TARGET_RATIO = 1.2
+TARGET_MEMORY = 1.1
+
+
+def reference_audio(work: Workdir, seconds: float) -> CutSet:
+    """``seconds`` of audio from the reference sets, the same share from each."""
+    refs = reference_sets(work.fbank)
+    parts = [take_seconds(load_cuts(work.fbank / f"cuts_{r}.jsonl.gz"), seconds / len(refs)) for r in refs]
+    return CutSet.from_cuts([c for p in parts for c in p])
+
+
+def child(argv: list[str]) -> None:
+    """Entry of the memory child: stats pass over ``--seconds`` of reference audio; prints JSON."""
+    parser = argparse.ArgumentParser(prog="bench.saliency child")
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--seconds", type=float, required=True)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    work = find_workdir(args.workdir)
+    model, _ = load_model(work.model)
+    cuts = reference_audio(work, args.seconds)
+    start = time.perf_counter()
+    stats = reference_stats(model, cuts, load_cmvn(work.fbank / "cmvn.npz"), SaliencyStageConfig())
+    print(json.dumps({"seconds": time.perf_counter() - start, "frames": stats.layers[0].count,
+                      "audio_seconds": total_seconds(cuts)}))
+
+
+def run(work: Workdir, scratch: Path, quick: bool) -> Section:
+    """Measure and return the Saliency section."""
+    section = Section("saliency", "Saliency (stage 5 statistics pass)")
+    start = time.perf_counter()
+    torch.set_num_threads(1)
+    cfg = SaliencyStageConfig()
+    model, model_cfg = load_model(work.model)
+    spec = model.fc_spec()
+    stats_cfg = cfg.stats_config(model_cfg.fc_activation)
+    cmvn = load_cmvn(work.fbank / "cmvn.npz")
+    cuts = reference_audio(work, 40.0 if quick else 150.0)
+    seconds = total_seconds(cuts)
+    batches = list(feature_batches(cuts, cmvn, cfg.max_duration))
+
+    def forward(m: torch.nn.Module, b: object) -> object:
+        return m(b.feats, b.feat_lens)
+
+    def plain() -> None:
+        with torch.inference_mode():
+            for b in batches:
+                model(b.feats, b.feat_lens)
+
+    timings = interleaved({
+        "plain inference pass (batches in memory)": plain,
+        "statistics pass (batches in memory)": lambda: collect_stats(model, spec, ((b, None) for b in batches),
+                                                                     stats_cfg, forward),
+        "plain inference pass, reading features": lambda: [None for _ in log_posteriors(model, cuts, cmvn,
+                                                                                          cfg.max_duration)],
+        "statistics pass, reading features (reference_stats)": lambda: reference_stats(model, cuts, cmvn, cfg),
+    }, repeats=3 if quick else 7)
+    t = {name: x.median_cpu for name, x in timings.items()}
+    ratio = t["statistics pass (batches in memory)"] / t["plain inference pass (batches in memory)"]
+    ratio_io = (t["statistics pass, reading features (reference_stats)"]
+                / t["plain inference pass, reading features"])
+
+    base = 20.0 if quick else 60.0
+    sizes = [1, 2] if quick else [1, 2, 4]
+    memory = []
+    for k in sizes:
+        cmd = [sys.executable, "-m", "bench.saliency", "child", "--workdir", str(work.root), "--seconds",
+               str(base * k)]
+        log = scratch / "saliency" / f"child_{k}x.log"
+        memory.append((k, check_child(run_child(cmd, log, REPO), cmd, log)))
+    peak_ratio = memory[1][1].peak_rss_mb / memory[0][1].peak_rss_mb
+
+    section.metrics = [
+        Metric("statistics pass / plain inference pass (CPU time, batches in memory)", ratio, "",
+               f"<= {TARGET_RATIO:g}", "saliency.time_ratio"),
+        Metric("the same, both reading their features", ratio_io, "", None, "saliency.time_ratio_with_io"),
+        Metric("peak RSS at 2x data / at 1x data", peak_ratio, "", f"<= {TARGET_MEMORY:g}",
+               "saliency.peak_rss_ratio"),
+    ]
+    section.table_header = ["what", "median CPU s", "median wall s", "spread"]
+    section.table = [[name, fmt(x.median_cpu), fmt(x.median_wall), f"{x.spread:.0%}"] for name, x in timings.items()]
+    section.table += [[f"child process, {k}x = {run.output['audio_seconds']:.0f} s of audio: peak RSS "
+                       f"{run.peak_rss_mb:.0f} MiB", fmt(run.output["seconds"]), fmt(run.seconds), "-"]
+                      for k, run in memory]
+    section.notes = [
+        f"{len(cuts)} utterances, {seconds:.1f} s of audio from {', '.join(reference_sets(work.fbank))} "
+        f"in {len(batches)} batches (max_duration {cfg.max_duration:g} s); one torch thread; "
+        f"{len(timings[next(iter(timings))].wall)} interleaved repeats, medians of CPU time.",
+        "Flat memory target: peak RSS grows by at most 10% when the data doubles. Children's "
+        "timings (last rows) are single runs, for information.",
+    ]
+    section.seconds = time.perf_counter() - start
+    return section
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["child"]:
+        sys.exit("usage: python -m bench.saliency child --workdir DIR --seconds S")
+    child(sys.argv[2:])

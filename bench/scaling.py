@@ -1,0 +1,142 @@
+"""Scaling: wall time and peak memory of stages 1 (features), 3 (train) and 5 (saliency) at 1x,
+2x and 4x a tiny corpus; time is expected to grow linearly with the data, memory to stay flat.
+
+1x is the tiny overlay's corpus (``egs/synth/conf/tiny.yaml``: its ``train``, ``dev`` and
+``ood_adapt`` sizes), taken from the run's stage 0 manifests; kx takes k times as many cuts of
+each split (the first by id; a split with too few cuts is repeated under new ids). Each stage runs
+through its step script, as ``run.sh`` calls it (tiny overlay, ``--nj``), in a scratch work dir;
+time and peak RSS are those of the step script's process tree (``wait4``). Stage 3 trains a fixed
+number of epochs (``num_epochs`` from ``--scaling-epochs``, no time cap), so its work is
+proportional to the data; stage 5 analyses the run's own model, so only the data changes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import yaml
+
+from bench.common import REPO, ChildRun, Metric, Section, check_child, fmt, run_child
+from bench.inputs import Workdir, load_cuts, take_count, total_seconds
+
+CONF = REPO / "egs" / "synth" / "conf"
+TARGET_LINEARITY = 1.2
+TARGET_MEMORY = 1.2
+STAGES = {1: "features", 3: "train", 5: "saliency"}
+
+
+def base_sizes(work: Workdir, quick: bool) -> dict[str, int]:
+    """Cuts per split at 1x: the tiny overlay's sizes for train, dev and each ood_adapt split
+    present in the run (halved with ``quick``)."""
+    sizes = yaml.safe_load((CONF / "tiny.yaml").read_text())["corpus"]["sizes"]
+    splits = {"train": sizes["train"], "dev": sizes["dev"]}
+    for path in sorted(work.manifests.glob("cuts_ood_adapt_*.jsonl.gz")):
+        splits[path.name[len("cuts_"):-len(".jsonl.gz")]] = sizes["ood_adapt"]
+    return {s: max(n // 2, 8) if quick else n for s, n in splits.items()}
+
+
+def write_manifests(work: Workdir, sizes: dict[str, int], scale: int, out: Path) -> float:
+    """Write ``out/data/manifests/cuts_<split>.jsonl.gz`` at ``scale`` x ``sizes``; returns the
+    seconds of audio written."""
+    manifests = out / "data" / "manifests"
+    manifests.mkdir(parents=True, exist_ok=True)
+    seconds = 0.0
+    for split, n in sizes.items():
+        cuts = take_count(load_cuts(work.manifests / f"cuts_{split}.jsonl.gz"), n * scale)
+        cuts.to_file(manifests / f"cuts_{split}.jsonl.gz")
+        seconds += total_seconds(cuts)
+    lang = out / "data" / "lang"
+    if not lang.exists():
+        os.symlink(work.lang, lang)
+    return seconds
+
+
+def stage_command(stage: int, work: Workdir, root: Path, nj: int, epochs: int) -> tuple[list[str], Path]:
+    """The step-script command of ``stage`` in work dir ``root`` and the output dir it writes."""
+    data = root / "data"
+    common = ["--cmd", "utils/run.pl", "--overlay", str(CONF / "tiny.yaml")]
+    if stage == 1:
+        out = data / "fbank"
+        return ["steps/make_fbank.sh", *common, "--nj", str(nj), "--config", str(CONF / "features.yaml"),
+                str(data), str(out)], out
+    if stage == 3:
+        out = root / "exp" / "baseline"
+        return ["steps/train.sh", *common, "--config", str(CONF / "train.yaml"), "--overrides",
+                f"num_epochs={epochs} max_minutes=0", str(data / "fbank"), str(data / "lang"), str(out)], out
+    out = root / "exp" / "saliency"
+    return ["steps/saliency.sh", *common, "--nj", str(nj), "--config", str(CONF / "saliency.yaml"),
+            str(work.model), str(data / "fbank"), str(data / "lang"), str(out)], out
+
+
+def linear_fit(scales: list[int], seconds: list[float]) -> tuple[float, float]:
+    """Least-squares ``seconds = fixed + per_unit * scale``; returns (fixed, per_unit)."""
+    n = len(scales)
+    mx, my = sum(scales) / n, sum(seconds) / n
+    sxx = sum((x - mx) ** 2 for x in scales)
+    per_unit = sum((x - mx) * (y - my) for x, y in zip(scales, seconds)) / sxx
+    return my - per_unit * mx, per_unit
+
+
+def superlinearity(scales: list[int], seconds: list[float]) -> float:
+    """Cost of one more 1x of data at the top of the range over the cost at the bottom:
+    ((t_last - t_mid) / (k_last - k_mid)) / ((t_mid - t_first) / (k_mid - k_first)) for the first,
+    a middle and the last scale (1 = linear; only 2 scales: 1 by definition is not measurable -> nan)."""
+    if len(scales) < 3:
+        return float("nan")
+    (k0, t0), (k1, t1), (k2, t2) = (scales[0], seconds[0]), (scales[1], seconds[1]), (scales[-1], seconds[-1])
+    low = (t1 - t0) / (k1 - k0)
+    return ((t2 - t1) / (k2 - k1)) / low if low > 0 else float("inf")
+
+
+def run(work: Workdir, scratch: Path, quick: bool, nj: int = 1, epochs: int = 2, repeats: int = 1) -> Section:
+    """Measure and return the Scaling section."""
+    section = Section("scaling", "Scaling (stages 1, 3, 5 at 1x, 2x, 4x data)")
+    start = time.perf_counter()
+    sizes = base_sizes(work, quick)
+    scales = [1, 2] if quick else [1, 2, 4]
+    root = scratch / "scaling"
+    audio = {k: write_manifests(work, sizes, k, root / f"x{k}") for k in scales}
+    runs: dict[tuple[int, int], list[ChildRun]] = {}
+    for rep in range(repeats):
+        for k in scales if rep % 2 == 0 else scales[::-1]:
+            for stage in STAGES:
+                cmd, out = stage_command(stage, work, root / f"x{k}", nj, epochs)
+                shutil.rmtree(out, ignore_errors=True)
+                log = root / "logs" / f"x{k}_stage{stage}_rep{rep}.log"
+                runs.setdefault((stage, k), []).append(check_child(run_child(cmd, log, REPO), cmd, log))
+    shutil.rmtree(root, ignore_errors=True)
+
+    def median(xs: list[float]) -> float:
+        xs = sorted(xs)
+        return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
+
+    section.table_header = ["stage", *[f"{k}x: s" for k in scales], *[f"{k}x: peak MiB" for k in scales],
+                            "fixed s", "s per 1x", f"{scales[-1]}x / 1x time", f"{scales[-1]}x / 1x memory"]
+    for stage, name in STAGES.items():
+        secs = [median([r.seconds for r in runs[(stage, k)]]) for k in scales]
+        mems = [max(r.peak_rss_mb for r in runs[(stage, k)]) for k in scales]
+        fixed, per_unit = linear_fit(scales, secs)
+        section.table.append([f"{stage} {name}", *map(fmt, secs), *(f"{m:.0f}" for m in mems), fmt(fixed),
+                              fmt(per_unit), fmt(secs[-1] / secs[0]), fmt(mems[-1] / mems[0])])
+        if len(scales) >= 3:
+            section.metrics.append(Metric(f"stage {stage} ({name}): marginal time per 1x at 2x-4x / at 1x-2x",
+                                          superlinearity(scales, secs), "", f"<= {TARGET_LINEARITY:g}",
+                                          f"scaling.stage{stage}_superlinearity"))
+        section.metrics.append(Metric(f"stage {stage} ({name}): peak RSS at {scales[-1]}x / at 1x", mems[-1] / mems[0],
+                                      "", f"<= {TARGET_MEMORY:g}", f"scaling.stage{stage}_memory"))
+    section.notes = [
+        "1x = " + ", ".join(f"{n} `{s}`" for s, n in sizes.items()) + " cuts, "
+        + ", ".join(f"{k}x = {audio[k] / 60:.1f} min" for k in scales) + " of audio; "
+        f"step scripts with `--nj {nj}`, stage 3 for {epochs} epochs; {repeats} run(s) per point "
+        "(alternating order), median.",
+        "`fixed s` and `s per 1x` are a least-squares line through the points: the fixed part is "
+        "start-up (Python imports, model load, the Taylor pass of stage 5 on a fixed number of "
+        "utterances, plots), the slope the cost of the data.",
+        f"Linear: the marginal cost of data does not grow (at most {TARGET_LINEARITY:g}x); flat memory: peak "
+        f"RSS at {scales[-1]}x at most {TARGET_MEMORY:g}x that at 1x.",
+    ]
+    section.seconds = time.perf_counter() - start
+    return section

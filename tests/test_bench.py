@@ -1,0 +1,108 @@
+"""bench/: the parsing, selection, ratio and report code on real inputs (logs written by the real
+launcher and by run.sh's own log function, Lhotse cuts). No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from lhotse import CutSet
+from lhotse.testing.dummies import dummy_cut
+
+from bench import e2e, report, scaling
+from bench.common import Metric, Section, interleaved
+from bench.inputs import take_count, take_seconds
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_pl(workdir: Path, log: str, command: str, jobs: int = 1) -> None:
+    """Run ``command`` through utils/run.pl with its log under ``workdir``."""
+    spec = [f"JOB=1:{jobs}"] if jobs > 1 else []
+    subprocess.run(["utils/run.pl", *spec, str(workdir / log), "bash", "-c", command], cwd=ROOT)
+
+
+def console_lines(*messages: str) -> str:
+    """Lines in run.sh's own console format: its log() function, taken from run.sh and run."""
+    log_fn = next(line for line in (ROOT / "run.sh").read_text().splitlines() if line.startswith("log()"))
+    script = log_fn + "\n" + "\n".join(f"log {json.dumps(m)}" for m in messages)
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stderr
+
+
+def test_interleaved_alternates_order_and_skips_warmup():
+    calls: list[str] = []
+    timings = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert len(timings["a"].wall) == len(timings["b"].cpu) == 3
+
+
+def test_step_logs_give_stage_spans_and_failures(tmp_path):
+    run_pl(tmp_path, "data/fbank/log/features.JOB.log", "true", jobs=2)
+    run_pl(tmp_path, "data/fbank/log/merge.log", "true")
+    run_pl(tmp_path, "exp/baseline/log/job.log", "exit 3")
+    run_pl(tmp_path, "exp/decode/adapt_all/log/decode.1.log", "true")
+    times = e2e.parse_step_logs(tmp_path)
+    assert [s.stage for s in times.stages] == [1, 3, 7]
+    assert times.stages[0].problem == "" and times.stages[0].seconds >= 0
+    assert times.stages[1].problem == "a job failed"
+    assert not times.complete
+
+
+def test_console_log_stage_times_and_completeness():
+    full = console_lines("recipe synth, work dir w, stages 0..100, seed 42, nj 2",
+                         *(f"stage {n}: x" for n in range(9)), "done (stages 0..100)")
+    times = e2e.parse_console("noise before\n" + full)
+    assert [s.stage for s in times.stages] == list(range(9)) and times.complete
+    assert times.total >= sum(s.seconds for s in times.stages) - 1e-9
+    stopped = e2e.parse_console(full + console_lines("recipe synth, work dir w, stages 3..4", "stage 3: train"))
+    assert [s.stage for s in stopped.stages] == [3] and stopped.stages[0].seconds is None
+    assert not stopped.complete
+
+
+def test_e2e_section_without_any_run_says_so(tmp_path):
+    section = e2e.run(tmp_path, None, None, tmp_path)
+    assert not section.metrics and "no run to read" in section.notes[0]
+
+
+def test_take_seconds_and_count_copy_under_new_ids():
+    cuts = CutSet.from_cuts([dummy_cut(i, duration=2.0) for i in range(3)])
+    four = take_count(cuts, 7)
+    assert len(four) == 7 and len(set(four.ids)) == 7
+    five_s = take_seconds(cuts, 9.0)
+    assert sum(c.duration for c in five_s) >= 9.0 and len(set(five_s.ids)) == len(five_s) == 5
+
+
+def test_linear_fit_and_superlinearity():
+    fixed, per_unit = scaling.linear_fit([1, 2, 4], [5.0, 7.0, 11.0])
+    assert fixed == pytest.approx(3.0) and per_unit == pytest.approx(2.0)
+    assert scaling.superlinearity([1, 2, 4], [5.0, 7.0, 11.0]) == pytest.approx(1.0)
+    assert scaling.superlinearity([1, 2, 4], [5.0, 7.0, 15.0]) == pytest.approx(2.0)
+
+
+def test_results_merge_record_and_render(tmp_path):
+    machine = {"cores": 2, "usable_cores": 2, "cpu_model": "x", "python": "3", "torch": "t", "nice": 19,
+               "torch_threads": 2, "load_average": [1.0, 1.0, 1.0]}
+    first = Section("decode", "Decoding", [Metric("rtf", 0.08, "", "<= 0.05", "decode.rtf")], load_end=[1, 1, 1])
+    doc = report.merge_results(tmp_path / "results.json", [first], machine, "python -m bench.run --only decode")
+    report.record(doc, ["decode"], tmp_path / "history" / "before.json", "before the fix")
+    second = Section("features", "Features", [Metric("rt", 700.0, "x", ">= 300", "features.rt")], load_end=[1, 1, 1])
+    doc = report.merge_results(tmp_path / "results.json", [second], machine, "python -m bench.run --only features")
+    assert list(doc["sections"]) == ["features", "decode"]
+    text = report.render(doc, report.load_history(tmp_path / "history"))
+    assert "| Decoding | rtf | 0.0800 | <= 0.05 | **no** |" in text
+    assert "| Features | rt | 700 x | >= 300 | yes |" in text
+    assert "before the fix" in text and "## Before and after" in text
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_e2e_reads_the_tiny_recipe_run(tiny_recipe):
+    workdir, proc = tiny_recipe
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    console = e2e.parse_console(proc.stderr)
+    assert console.complete and [s.stage for s in console.stages] == list(range(9))
+    steps = e2e.parse_step_logs(workdir)
+    assert {1, 3, 4, 5}.issubset({s.stage for s in steps.stages})
+    assert steps.total <= console.total + 5  # the step logs see less than the console does
