@@ -10,6 +10,7 @@ import sys
 from typing import Callable
 
 from neurosel.errors import NeuroselError
+from neurosel.io import write_error
 
 
 def config_args(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +37,8 @@ def show_progress(args: argparse.Namespace) -> bool:
 
 
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
-    """Call ``main`` and exit: 0 on success, 1 with ``prog: error: message`` on ``NeuroselError``."""
+    """Call ``main`` and exit: 0 on success, 1 with ``prog: error: message`` on ``NeuroselError``
+    or on a write that failed for lack of space (quota, read-only disk), 130 on Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     try:
@@ -46,8 +48,21 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as e:
+        cause = write_error(e)
+        if cause is None:
+            raise
+        # a write outside neurosel.io (a library's own files, a log): name the file if known
+        where = f"{cause.filename}: " if cause.filename else ""
+        print(f"{_prog()}: error: {where}cannot write ({os.strerror(cause.errno)})", file=sys.stderr)
+        sys.exit(1)
     sys.exit(code or 0)
 
 
 def _prog() -> str:
+    """The program name: ``train`` for ``python -m neurosel.bin.train`` (as its argparse usage
+    says), else the script's file name."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name.startswith("neurosel."):
+        return spec.name.rsplit(".", 1)[-1]
     return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "neurosel"

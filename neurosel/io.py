@@ -8,33 +8,74 @@ temporary file is removed and any earlier artifact under the final name is left 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from neurosel.errors import NeuroselError
+
+# errors of a write that the user must fix on the machine (space, quota, a read-only disk)
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` on success.
 
-    The temporary name keeps the suffix of ``path`` so that libraries that pick a format by
-    extension (Lhotse manifests ``.jsonl.gz``, matplotlib ``.png``) behave as for the final name.
+    The temporary name (``.<name>.<random>.tmp<suffix>``, see ``is_temporary``) keeps the suffix
+    of ``path`` so that libraries that pick a format by extension (Lhotse manifests
+    ``.jsonl.gz``, matplotlib ``.png``) behave as for the final name. A full disk, a quota or a
+    read-only file system while writing raises ``NeuroselError`` naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    except OSError as e:
+        _raise_write_error(path, e)
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual mode
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except Exception as e:
+        _raise_write_error(path, e)
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def is_temporary(path: str | Path) -> bool:
+    """True for a temporary file of ``atomic_path`` (one a killed writer may leave behind)."""
+    return bool(_TEMPORARY.match(Path(path).name))
+
+
+def write_error(e: BaseException) -> OSError | None:
+    """The out-of-space (quota, too large, read-only) ``OSError`` behind ``e``, if any: libraries
+    such as torch wrap the ``OSError`` of a failed write in an exception of their own."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _raise_write_error(path: Path, e: BaseException) -> None:
+    cause = write_error(e)
+    if cause is not None and not isinstance(e, NeuroselError):
+        raise NeuroselError(f"{path}: cannot write ({os.strerror(cause.errno)}); "
+                            f"an earlier {path.name}, if any, is unchanged") from e
 
 
 def _umask() -> int:
@@ -70,8 +111,6 @@ def torch_load(path: str | Path) -> Any:
     Raises ``NeuroselError`` naming the file when it is missing, truncated or not a torch file.
     """
     import torch
-
-    from neurosel.errors import NeuroselError
 
     path = Path(path)
     if not path.is_file():

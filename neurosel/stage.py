@@ -2,7 +2,9 @@
 config and inputs. A rerun skips a stage whose hash matches and redoes one whose hash changed.
 
 Inputs are hashed by content for small files and by (size, mtime_ns) for large ones, so that a
-changed input on disk is detected without reading gigabytes of features each time.
+changed input on disk is detected without reading gigabytes of features each time. In an input
+folder, markers and the temporary files of a killed atomic write (``neurosel.io.is_temporary``)
+are not part of the hash.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from neurosel.io import write_json
+from neurosel.io import is_temporary, write_json
 
 log = logging.getLogger("neurosel.stage")
 
@@ -25,7 +27,8 @@ def fingerprint(config: Any, inputs: Iterable[str | Path] = ()) -> str:
     """SHA-256 over the JSON of ``config`` and the state of each input file or folder."""
     h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for p in sorted(Path(x) for x in inputs):
-        files = sorted(q for q in p.rglob("*") if q.is_file() and q.name != MARKER) if p.is_dir() else [p]
+        files = sorted(q for q in p.rglob("*") if q.is_file() and q.name != MARKER and not is_temporary(q)) \
+            if p.is_dir() else [p]
         for f in files:
             h.update(str(f).encode())
             if not f.exists():
@@ -57,8 +60,15 @@ def mark_done(out_dir: str | Path, digest: str, **info: Any) -> None:
 
 
 def clear(out_dir: str | Path) -> None:
-    """Remove the marker before redoing a stage, so a killed redo is never taken as done."""
-    (Path(out_dir) / MARKER).unlink(missing_ok=True)
+    """Remove the marker before redoing a stage, so a killed redo is never taken as done, and the
+    temporary files that a killed earlier run of it left in ``out_dir`` (not in its sub-folders,
+    which may be other work's outputs)."""
+    out_dir = Path(out_dir)
+    (out_dir / MARKER).unlink(missing_ok=True)
+    if out_dir.is_dir():
+        for p in out_dir.iterdir():
+            if is_temporary(p) and p.is_file():
+                p.unlink(missing_ok=True)
 
 
 def run_once(name: str, out_dir: str | Path, config: Any, inputs: Iterable[str | Path],
