@@ -44,11 +44,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         log.info("stage 1 (features): %s", "running" if state == "new" else "config or inputs changed, redoing")
         return 1
+    tag = digest[:12]  # the storage of a redo gets new names: earlier manifests stay readable
     if args.action == "compute":
         clear(args.fbank_dir)
-        compute_job(cfg, manifests, args.fbank_dir, args.job, args.num_jobs, show_progress(args))
+        compute_job(cfg, manifests, args.fbank_dir, args.job, args.num_jobs, show_progress(args), tag)
         return 0
-    merge_jobs(cfg, manifests, args.fbank_dir, args.num_jobs)
+    merge_jobs(cfg, manifests, args.fbank_dir, args.num_jobs, tag)
     C.save(cfg, args.fbank_dir / "features.yaml")
     mark_done(args.fbank_dir, digest, stage="features", splits=names)
     return 0

@@ -1,8 +1,11 @@
 """Stage 1: log-mel filterbank features with Lhotse, stored with Lilcom, and global CMVN.
 
 Outputs under ``<fbank_dir>``: ``cuts_<split>.jsonl.gz`` (cuts with features attached),
-``feats_<split>/<job>.lca`` (Lilcom chunky storage, one file per job), ``cmvn.npz`` (``mean``, ``std`` over the training
-features, float64), and with ``write_kaldi`` also ``kaldi/<split>/feats.{ark,scp}`` via kaldiio.
+``feats_<split>/<job>.<tag>.lca`` (Lilcom chunky storage, one file per job; ``tag`` names the
+stage's config and inputs, so that a redo writes new files and never rewrites the ones that the
+manifests of an earlier run point into; the merge deletes them once the new manifests are in
+place), ``cmvn.npz`` (``mean``, ``std`` over the training features, float64), and with
+``write_kaldi`` also ``kaldi/<split>/feats.{ark,scp}`` via kaldiio.
 Lhotse's torch Fbank was measured at about 1700x real time on one core here, about three times
 kaldi-native-fbank's speed through its Python frame loop, so it is the extractor. It runs in
 one process with one torch thread: on these short FFTs a second intra-op thread made it six times
@@ -52,11 +55,16 @@ def extractor(cfg: FeatureConfig, sampling_rate: int) -> Fbank:
     )
 
 
+def storage_name(job: int, tag: str = "") -> str:
+    """File name of job ``job``'s feature storage: ``<job>.<tag>.lca`` (``<job>.lca`` untagged)."""
+    return f"{job}.{tag}.lca" if tag else f"{job}.lca"
+
+
 def compute_share(cuts: CutSet, cfg: FeatureConfig, fbank_dir: Path, split: str, job: int, num_jobs: int,
-                  progress: bool = False) -> Path:
+                  progress: bool = False, tag: str = "") -> Path:
     """Job ``job`` (1-based) of ``num_jobs``: compute and store the features of every
-    ``num_jobs``-th cut of ``split`` into ``feats_<split>/<job>.lca``; write the cuts to
-    ``parts/cuts_<split>.<job>.jsonl.gz`` atomically and return that path.
+    ``num_jobs``-th cut of ``split`` into ``feats_<split>/<storage_name(job, tag)>``; write the
+    cuts to ``parts/cuts_<split>.<job>.jsonl.gz`` atomically and return that path.
 
     The job's storage file is rewritten from scratch, so a killed earlier run leaves no partial
     chunks that the new manifest could point into.
@@ -64,9 +72,10 @@ def compute_share(cuts: CutSet, cfg: FeatureConfig, fbank_dir: Path, split: str,
     if len(cuts) == 0:
         raise NeuroselError(f"split '{split}' has no cuts")
     ids = sorted(cuts.ids)[job - 1 :: num_jobs]
-    storage = fbank_dir / f"feats_{split}" / str(job)
+    lca = fbank_dir / f"feats_{split}" / storage_name(job, tag)
+    storage = lca.with_name(lca.name[: -len(".lca")])  # Lhotse appends .lca
     storage.parent.mkdir(parents=True, exist_ok=True)
-    storage.with_suffix(".lca").unlink(missing_ok=True)
+    lca.unlink(missing_ok=True)
     with_feats = cuts.subset(cut_ids=ids).compute_and_store_features(
         extractor=extractor(cfg, cuts[0].sampling_rate),
         storage_path=storage,
@@ -137,19 +146,21 @@ def split_names(manifest_dir: Path) -> list[str]:
 
 
 def compute_job(cfg: FeatureConfig, manifest_dir: str | Path, fbank_dir: str | Path, job: int, num_jobs: int,
-                progress: bool = False) -> None:
-    """Stage 1, job ``job`` of ``num_jobs``: its share of every split."""
+                progress: bool = False, tag: str = "") -> None:
+    """Stage 1, job ``job`` of ``num_jobs``: its share of every split (storage named with ``tag``)."""
     import torch
 
     torch.set_num_threads(1)
     manifest_dir, fbank_dir = Path(manifest_dir), Path(fbank_dir)
     for split in split_names(manifest_dir):
         cuts = load_manifest(manifest_dir / f"cuts_{split}.jsonl.gz", CutSet)
-        compute_share(cuts, cfg, fbank_dir, split, job, num_jobs, progress)
+        compute_share(cuts, cfg, fbank_dir, split, job, num_jobs, progress, tag)
 
 
-def merge_jobs(cfg: FeatureConfig, manifest_dir: str | Path, fbank_dir: str | Path, num_jobs: int) -> None:
-    """Stage 1 after its jobs: one manifest per split and the CMVN statistics."""
+def merge_jobs(cfg: FeatureConfig, manifest_dir: str | Path, fbank_dir: str | Path, num_jobs: int,
+               tag: str = "") -> None:
+    """Stage 1 after its jobs: one manifest per split and the CMVN statistics; then delete the
+    feature storage that no manifest points into any more (earlier runs', other tags)."""
     manifest_dir, fbank_dir = Path(manifest_dir), Path(fbank_dir)
     splits = split_names(manifest_dir)
     if cfg.cmvn_split not in splits:
@@ -159,4 +170,9 @@ def merge_jobs(cfg: FeatureConfig, manifest_dir: str | Path, fbank_dir: str | Pa
         log.info("features for %s: %d cuts", split, len(cuts))
         if split == cfg.cmvn_split:
             compute_cmvn(cuts, fbank_dir / "cmvn.npz")
+    current = {storage_name(job, tag) for job in range(1, num_jobs + 1)}
+    for split in splits:
+        for old in (fbank_dir / f"feats_{split}").glob("*.lca"):
+            if old.name not in current:
+                old.unlink()
     shutil.rmtree(fbank_dir / "parts", ignore_errors=True)
