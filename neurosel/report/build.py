@@ -37,9 +37,38 @@ def environment() -> str:
             f"{platform.machine()} with {os.cpu_count()} cores")
 
 
-def verdicts(summary: dict, comparisons: list[Comparison], ood: list[str], prune_info: dict) -> list[str]:
-    """Plain statements of whether the paper's claims 2 and 3 hold here, from the numbers."""
-    out = []
+WEIGHT_CRITERIA = ("magnitude", "outgoing", "taylor1", "taylor2")
+
+
+def claim1_verdict(saliency_dir: Path, reference: str = "dev") -> list[str]:
+    """Claim 1 in words, from ``<saliency_dir>/<reference>/criteria.json``: how much the weight and
+    gradient based criteria overlap the hyper+hypo set, against random, and which class the
+    activation-based ones pick."""
+    path = saliency_dir / reference / "criteria.json"
+    if not path.is_file():
+        return []
+    doc = json.loads(path.read_text())
+    rows = {r["criterion"]: r for r in doc.get("rows", []) if r.get("jaccard") is not None}
+    weight = [(c, rows[c]["jaccard"]) for c in WEIGHT_CRITERIA if c in rows]
+    if not weight or "random" not in rows:
+        return []
+    low, high = min(j for _, j in weight), max(j for _, j in weight)
+    found = "do not find them" if high <= 2 * rows["random"]["jaccard"] else "find part of them"
+    text = (f"Claim 1 (pruning criteria select hyper/hypo neurons), on {reference}: the weight and gradient "
+            f"based criteria ({', '.join(c for c, _ in weight)}) overlap the hyper+hypo set with Jaccard "
+            f"{low:.2f}-{high:.2f}, random {rows['random']['jaccard']:.2f}: they {found}.")
+    activation = [c for c in ("apoz", "mean_act", "entropy") if c in rows]
+    if activation:
+        text += " Activation-based criteria pick " + ", ".join(
+            f"{c} {rows[c]['share_hypo']:.2f} hypo / {rows[c]['share_hyper']:.2f} hyper" for c in activation) + \
+            " of their selection (a low score prunes first, so they reach the barely active end)."
+    return [text]
+
+
+def verdicts(summary: dict, comparisons: list[Comparison], ood: list[str], prune_info: dict,
+             saliency_dir: Path | None = None) -> list[str]:
+    """Plain statements of whether the paper's claims hold here, from the numbers."""
+    out = claim1_verdict(saliency_dir) if saliency_dir is not None else []
     base = mean_wer(summary, "baseline", ood)
     hh = mean_wer(summary, "prune_hyper_hypo", ood)
     removed = prune_info.get("prune_hyper_hypo", {}).get("removed")
@@ -51,6 +80,13 @@ def verdicts(summary: dict, comparisons: list[Comparison], ood: list[str], prune
         holds = "holds" if hh < base else "does not hold"
         out.append(f"Claim 2 (removing hyper+hypo neurons improves OOD WER) {holds} here: mean OOD WER "
                    f"{hh:.2f} after removal vs {base:.2f} for the baseline.")
+        pruned = {s: m for s in summary if s.startswith("prune_")
+                  and (m := mean_wer(summary, s, ood)) is not None}
+        if pruned:
+            best = min(pruned, key=pruned.get)
+            out.append(f"Best pruned system on mean OOD WER: {best} ({pruned[best]:.2f} vs {base:.2f} for the "
+                       f"baseline; in-domain test {cell(summary[best].get('test'))} vs "
+                       f"{cell(summary['baseline'].get('test'))}).")
     for c in comparisons:
         r = c.result
         better = r.difference < 0
@@ -109,7 +145,7 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
           f"git revision `{git_revision(Path(repo))}`, {environment()}. Seeds: {doc['seeds']}. "
           "Every number below is read from this run's files; WER in percent, mean ± std (number of seeds) "
           "where a system ran with several seeds.\n",
-          "## What the data say\n", "\n".join(f"- {v}" for v in verdicts(summary, comparisons, ood, prune_info)) + "\n",
+          "## What the data say\n", "\n".join(f"- {v}" for v in verdicts(summary, comparisons, ood, prune_info, exp / "saliency")) + "\n",
           "## Baseline\n",
           table(["set", "WER"], [[t, cell(summary.get("baseline", {}).get(t))] for t in ["dev"] + test_sets]),
           "## Claim 1: do pruning criteria select hyper and hypo neurons?\n",

@@ -86,15 +86,17 @@ def compare(name: str, a: SystemResults, b: SystemResults, test_sets: list[str],
 
 
 def paper_comparisons(systems: dict[str, SystemResults], summary: dict) -> list[Comparison]:
-    """(a) hyper+hypo removal vs random removal on every OOD test set; (b) selective-then-full vs
-    the best blind adaptation system (lowest mean OOD WER) on every OOD test set."""
+    """(a) hyper+hypo removal vs random removal on every OOD test set, with mean folding and (when
+    run) without; (b) selective-then-full vs the best blind adaptation system (lowest mean OOD
+    WER) on every OOD test set."""
     out = []
     ood = lambda s: sorted(t for t in systems[s].runs if is_test_set(t) and t != "test")  # noqa: E731
-    if "prune_hyper_hypo" in systems and "prune_random" in systems:
-        sets = sorted(set(ood("prune_hyper_hypo")) & set(ood("prune_random")))
-        if sets:
-            out.append(compare("hyper+hypo removal vs random removal", systems["prune_random"],
-                               systems["prune_hyper_hypo"], sets))
+    for suffix, how in (("", ""), ("_nofold", ", no mean folding")):
+        hh, rnd = f"prune_hyper_hypo{suffix}", f"prune_random{suffix}"
+        if hh in systems and rnd in systems:
+            sets = sorted(set(ood(hh)) & set(ood(rnd)))
+            if sets:
+                out.append(compare(f"hyper+hypo removal vs random removal{how}", systems[rnd], systems[hh], sets))
     blind = [s for s in BLIND_SYSTEMS if s in systems and ood(s)]
     if "adapt_selective_full" in systems and blind:
         best = min(blind, key=lambda s: np.mean([summary[s][t]["wer"] for t in ood(s)]))
