@@ -18,9 +18,12 @@ import argparse
 import logging
 from pathlib import Path
 
+from lhotse import load_manifest_lazy
+
 from neurosel import config as C
 from neurosel.cli import config_args, run_main, show_progress
 from neurosel.errors import NeuroselError
+from neurosel.lang.bpe import load_bpe, unknown_characters
 from neurosel.stage import clear, fingerprint, mark_done, status
 from neurosel.train import TrainConfig, train
 from neurosel.train.checkpoint import list_checkpoints
@@ -33,6 +36,20 @@ def stage_config(cfg: TrainConfig) -> dict:
     """The config the stage marker hashes: everything but ``num_procs`` (how many processes share
     each batch does not change the model the stage makes)."""
     return {key: value for key, value in C.to_dict(cfg).items() if key != "num_procs"}
+
+
+def check_transcripts(manifests: list[Path], bpe_model: Path) -> None:
+    """``NeuroselError`` naming the manifest, the cut and the characters when a transcript has
+    characters that ``bpe_model`` can only spell as ``<unk>``."""
+    sp = load_bpe(bpe_model)
+    for manifest in manifests:
+        for cut in load_manifest_lazy(manifest):
+            for sup in cut.supervisions:
+                chars = unknown_characters(sp, sup.text or "")
+                if chars:
+                    raise NeuroselError(
+                        f"{manifest}: cut '{cut.id}': {''.join(chars)!r} cannot be spelled with {bpe_model} "
+                        "(it would train <unk>); train the BPE model (stage 2) on text that has these characters")
 
 
 def train_process(group: ProcessGroup, cfg: TrainConfig, inputs: list[Path], lang_dir: Path, exp_dir: Path,
@@ -80,6 +97,7 @@ def run_stage(args: argparse.Namespace, cfg: TrainConfig, inputs: list[Path], gr
     if state == "done" and not args.force:
         log.info("stage 3 (train): up to date in %s, skipping (use --force to redo)", args.exp_dir)
         return 0
+    check_transcripts(inputs[:2], args.lang_dir / "bpe.model")  # before anything of a finished run goes
     if group.is_main:
         if state == "stale" or args.force:
             # a finished model of another config: its checkpoints cannot be resumed, start afresh

@@ -58,6 +58,15 @@ def train_bpe(sentences: Sequence[str], model_path: str | Path, vocab_size: int,
         tmp.write_bytes(model.getvalue())
 
 
+def unknown_characters(sp: spm.SentencePieceProcessor, text: str) -> list[str]:
+    """The characters of ``text`` (each once, in order) that ``sp`` can only spell as ``<unk>``:
+    a CTC model would learn ``<unk>`` for them and no decoding could give them back."""
+    unk = sp.unk_id()
+    if unk not in sp.encode(text, out_type=int):
+        return []
+    return [c for c in dict.fromkeys(text) if not c.isspace() and unk in sp.encode(c, out_type=int)]
+
+
 def load_bpe(model_path: str | Path) -> spm.SentencePieceProcessor:
     """Load a sentencepiece model; check that piece 0 is the CTC blank."""
     model_path = Path(model_path)
