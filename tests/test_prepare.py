@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from lhotse import CutSet, load_manifest
 from scipy.signal import resample_poly
 
 from fixtures_speech import synthesise
+from neurosel.data.prepare import PrepareConfig, split_sources
+from neurosel.errors import NeuroselError
 from neurosel.train.data import load_cmvn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,3 +197,25 @@ def test_unknown_config_key(tmp_path: Path) -> None:
     conf.write_text("sampling_rate: 16000\nsample_rate: 8000\n")
     r = run("neurosel.bin.prepare", "--config", str(conf), str(tmp_path / "data"))
     assert r.returncode == 1 and "unknown key 'sample_rate'" in r.stderr and str(conf) in r.stderr
+
+
+def test_a_bad_later_split_leaves_nothing_written(corpus: Path, tmp_path: Path) -> None:
+    root = broken_copy(corpus, tmp_path)
+    text = root / "train" / "text"  # train is loaded after dev, which is fine
+    lines = text.read_text().splitlines()
+    first = lines[0].split()[0]
+    text.write_text("\n".join([first] + lines[1:]) + "\n")
+    data = tmp_path / "data"
+    r = run("neurosel.bin.prepare", "--set", f"kaldi_root={root}", str(data))
+    assert r.returncode == 1 and f"{text}:1: utterance '{first}' has an empty transcript" in r.stderr, r.stderr
+    assert not (data / "manifests" / "cuts_dev.jsonl.gz").exists()
+
+
+@pytest.mark.parametrize("folder, message", [("eval", "split 'eval': not a split name"),
+                                             ("ood_adapt_noise", "split 'ood_adapt_noise' has no test set 'ood_noise'")])
+def test_split_names_are_checked(corpus: Path, tmp_path: Path, folder: str, message: str) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(corpus, root)
+    shutil.copytree(root / "dev", root / folder)
+    with pytest.raises(NeuroselError, match=re.escape(message)):
+        split_sources(PrepareConfig(kaldi_root=str(root)))
