@@ -145,6 +145,35 @@ def test_new_recipe_refuses_bad_arguments(corpus: Path, recipe_name: str, tmp_pa
     assert sh("utils/new_recipe.sh", "synth").returncode != 0  # never over an existing recipe
 
 
+STAGE_CONFIGS = {  # conf/<name>.yaml (overlay section <name>) -> the module and dataclass its stage resolves
+    "prepare": ("neurosel.data.prepare", "PrepareConfig"), "features": ("neurosel.data.features", "FeatureConfig"),
+    "lang": ("neurosel.lang.prepare", "LangConfig"), "train": ("neurosel.train.trainer", "TrainConfig"),
+    "decode": ("neurosel.decode.run", "DecodeStageConfig"),
+    "saliency": ("neurosel.saliency.stage", "SaliencyStageConfig"),
+    "prune": ("neurosel.prune.stage", "PruneStageConfig"), "adapt": ("neurosel.adapt.systems", "AdaptConfig"),
+}
+
+
+@pytest.mark.parametrize("recipe", ["TEMPLATE", "librispeech"])
+def test_recipe_configs_match_their_stages(recipe: str) -> None:
+    """Every config run.sh reads resolves into its stage's dataclass, alone and with conf/tiny.yaml."""
+    import importlib
+
+    from neurosel import config as C
+
+    conf = ROOT / "egs" / recipe / "conf"
+    for name, (module, cls) in STAGE_CONFIGS.items():
+        for overlay in (None, conf / "tiny.yaml"):
+            C.resolve(getattr(importlib.import_module(module), cls), conf / f"{name}.yaml", overlay, name)
+    if recipe == "TEMPLATE":
+        assert (conf / "prepare.yaml").resolve() == (conf / "corpus.yaml").resolve()
+    else:
+        from neurosel.corpora.librispeech import LibriSpeechConfig
+
+        C.resolve(LibriSpeechConfig, conf / "corpus.yaml", conf / "tiny.yaml", "corpus")
+        assert os.access(ROOT / "egs" / recipe / "local" / "prepare_corpus.sh", os.X_OK)
+
+
 # --- stage 0 validation: one row per kind of problem --------------------------------------------
 
 def lines(path: Path) -> list[str]:
