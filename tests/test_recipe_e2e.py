@@ -20,10 +20,10 @@ def run_recipe(workdir: Path, *args: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=1800)
 
 
-@pytest.fixture(scope="module")
-def recipe(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    workdir = tmp_path_factory.mktemp("tiny_recipe")
-    return workdir, run_recipe(workdir)
+@pytest.fixture
+def recipe(tiny_recipe) -> tuple[Path, subprocess.CompletedProcess]:
+    """The session's tiny recipe run (tests/conftest.py), shared with the kill-and-resume tests."""
+    return tiny_recipe
 
 
 @pytest.mark.slow
