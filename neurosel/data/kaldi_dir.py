@@ -312,5 +312,6 @@ def validate_data_dir(data_dir: str | Path, check: AudioCheck, num_jobs: int = 1
             log.error("%s", p)
         if len(problems) > _LOGGED_PROBLEMS:
             log.error("... and %d more problems in %s", len(problems) - _LOGGED_PROBLEMS, d)
-        raise NeuroselError(f"{problems[0]} (and {len(problems) - 1} more problems in this data dir, listed in the log)")
+        raise NeuroselError(f"{problems[0]} (and {len(problems) - 1} more problems in this data dir, "
+                            "listed in the log)")
     raise NeuroselError(problems[0])
