@@ -6,9 +6,10 @@ a_j(t): the frame count, the number of frames with a_j(t) > theta (on_rate), mea
 (Chan et al.'s parallel update of mean and sum of squared deviations, all in float64), min, max
 and a fixed-bin histogram with an underflow and an overflow bin.
 
-Memory is O(sum_l D_l * bins) whatever the amount of data. Partial statistics from several jobs
-merge exactly (counts, histograms, min, max) or to float64 rounding (mean, variance), so a stage
-can fan out over jobs and ``merge`` the results.
+Memory is O(sum_l D_l * bins) whatever the amount of data, plus scratch buffers the size of one
+batch's activations of the widest layer, reused from batch to batch. Partial statistics from
+several jobs merge exactly (counts, histograms, min, max) or to float64 rounding (mean,
+variance), so a stage can fan out over jobs and ``merge`` the results.
 
 Usage::
 
@@ -106,21 +107,25 @@ class LayerStats:
         p = self.on_rate
         return _binary_entropy(p)
 
-    def update(self, x: Tensor, theta: float, config: StatsConfig) -> None:
-        """Add frames ``x`` (N, D) float64; ``NeuroselError`` (and no change) if one is not finite."""
+    def update(self, x: Tensor, theta: float, config: StatsConfig, workspace: Workspace | None = None) -> None:
+        """Add frames ``x`` (N, D), float32 or float64 (computed in float64 either way);
+        ``NeuroselError`` (and no change) if one is not finite. ``workspace`` (reused across
+        calls) holds the scratch tensors."""
         n = x.shape[0]
         if n == 0:
             return
+        work = workspace or Workspace()
+        x = work.get("x", x.shape, torch.float64).copy_(x)  # exact widening
         batch_min, batch_max = x.amin(0), x.amax(0)  # NaN propagates, so this checks every entry
         if not (torch.isfinite(batch_min).all() and torch.isfinite(batch_max).all()):
             raise NeuroselError("non-finite activation")
-        self.on_count += (x > theta).sum(0)
+        self.on_count += torch.gt(x, theta, out=work.get("mask", x.shape, torch.bool)).sum(0)
         batch_mean = x.mean(0)
-        batch_m2 = ((x - batch_mean) ** 2).sum(0)
+        batch_m2 = torch.sub(x, batch_mean, out=work.get("scratch", x.shape, x.dtype)).square_().sum(0)
         self._merge_moments(n, batch_mean, batch_m2)
         self.min = torch.minimum(self.min, batch_min)
         self.max = torch.maximum(self.max, batch_max)
-        self.hist += _histogram(x, config)
+        self.hist += _histogram(x, config, work, (float(batch_min.min()), float(batch_max.max())))
 
     def _merge_moments(self, n: int, mean: Tensor, m2: Tensor) -> None:
         total = self.count + n
@@ -149,19 +154,52 @@ def _binary_entropy(p: Tensor) -> Tensor:
     return -(torch.xlogy(p, p) + torch.xlogy(q, q)) / math.log(2.0)
 
 
-def _histogram(x: Tensor, config: StatsConfig) -> Tensor:
-    """(N, D) -> (D, bins + 2) counts with underflow/overflow columns; a == hist_max falls in the
-    last regular bin."""
+class Workspace:
+    """Scratch tensors reused from batch to batch by ``LayerStats.update``: on CPU, allocating
+    fresh (frames x width) temporaries for every batch cost more than the arithmetic on them
+    (page faults on new memory), so the statistics pass keeps one set and works in place."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, Tensor] = {}
+
+    def get(self, name: str, shape: torch.Size | tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        """An uninitialised tensor of ``shape`` and ``dtype`` backed by the buffer ``name``."""
+        numel = math.prod(shape)
+        buf = self._buffers.get(name)
+        if buf is None or buf.dtype != dtype or buf.numel() < numel:
+            buf = self._buffers[name] = torch.empty(numel, dtype=dtype)
+        return buf[:numel].view(shape)
+
+
+def _histogram(x: Tensor, config: StatsConfig, workspace: Workspace | None = None,
+               value_range: tuple[float, float] | None = None) -> Tensor:
+    """(N, D) float64 -> (D, bins + 2) counts with underflow/overflow columns; a == hist_max falls
+    in the last regular bin. ``value_range``, the (min, max) of ``x`` if known, skips counting
+    the under- or overflow when it cannot occur.
+
+    Every value is first binned with its bin index clamped to the regular bins, which puts each
+    value below ``hist_min`` into the first and each value above ``hist_max`` into the last
+    regular bin; those are then moved to the underflow and overflow columns by counting them.
+    This is the costliest part of the statistics pass, hence the in-place arithmetic on reused
+    buffers.
+    """
+    work = workspace or Workspace()
     bins = config.hist_bins
     scale = bins / (config.hist_max - config.hist_min)
-    # in-place arithmetic on one buffer: this is the costliest part of the statistics pass
-    idx = torch.floor((x - config.hist_min) * scale).clamp_(0, bins - 1)
-    idx += 1
-    idx -= (x < config.hist_min).to(idx.dtype)
-    idx += (x > config.hist_max).to(idx.dtype)
     d = x.shape[1]
-    flat = idx.to(torch.int64) + torch.arange(d, dtype=torch.int64) * (bins + 2)
-    return torch.bincount(flat.reshape(-1), minlength=d * (bins + 2)).view(d, bins + 2)
+    idx = torch.sub(x, config.hist_min, out=work.get("scratch", x.shape, x.dtype))
+    idx.mul_(scale).floor_().clamp_(0, bins - 1)
+    idx += torch.arange(d, dtype=idx.dtype) * bins  # per-neuron offset into one flat count vector
+    flat = work.get("flat", x.shape, torch.int64).copy_(idx)
+    hist = torch.bincount(flat.view(-1), minlength=d * bins).view(d, bins)
+    low, high = value_range if value_range is not None else (-math.inf, math.inf)
+    mask = work.get("mask", x.shape, torch.bool)
+    none = torch.zeros(d, dtype=torch.int64)
+    under = torch.lt(x, config.hist_min, out=mask).sum(0) if low < config.hist_min else none
+    over = torch.gt(x, config.hist_max, out=mask).sum(0) if high > config.hist_max else none
+    hist[:, 0] -= under
+    hist[:, -1] -= over
+    return torch.cat([under[:, None], hist, over[:, None]], dim=1)
 
 
 @dataclass
@@ -268,6 +306,7 @@ class StatsCollector:
                                   [LayerStats.empty(d, config.hist_bins) for d in widths])
         self._mask: Tensor | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._workspace = Workspace()  # shared: the layers' hooks run one after the other
 
     def __enter__(self) -> StatsCollector:
         for layer, name in enumerate(self.spec.activations):
@@ -302,7 +341,7 @@ class StatsCollector:
             where = f"layer {layer} ({name})"
             x = masked_rows(output, self._mask, where, stats.width)
             try:
-                stats.update(x.to(torch.float64), self._stats.theta, self.config)
+                stats.update(x, self._stats.theta, self.config, self._workspace)
             except NeuroselError as e:
                 raise NeuroselError(f"{where}: {e}") from e
 
