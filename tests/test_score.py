@@ -92,5 +92,5 @@ def test_cli(tmp_path, capsys):
 def test_bad_text_names_file_and_line(tmp_path):
     bad = tmp_path / "hyp"
     bad.write_bytes(b"u1 a b\nu2 \xc3\x28 c\n")
-    with pytest.raises(NeuroselError, match=f"{bad}:2: not valid UTF-8"):
+    with pytest.raises(NeuroselError, match=f"{bad}:2: 'u2': not valid UTF-8"):
         read_text(bad)
