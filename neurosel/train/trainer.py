@@ -211,8 +211,6 @@ def _train(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: Pat
         raise NeuroselError(f"{lang_dir}/bpe.model has {sp.get_piece_size()} pieces but model.vocab_size is "
                             f"{cfg.model.vocab_size} (set it to 0 to take it from the lang dir)")
     cfg = replace(cfg, model=replace(cfg.model, vocab_size=sp.get_piece_size()))
-    if group.is_main:
-        save(cfg, exp_dir / "config.yaml")
     cmvn = load_cmvn(cmvn_path)
 
     seed_rngs(cfg.seed)  # the same initial weights in every process
@@ -243,6 +241,8 @@ def _train(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: Pat
         if not group.is_main:  # rank 0 continues the single-process streams, the others get their own
             seed_rngs(process_seed(cfg.seed, group.rank, 0))
         log.info("training %s: %d parameters, %s", exp_dir, sum(p.numel() for p in params), cfg.model)
+    if group.is_main:  # only once the run is known to start or resume: a refused config changes nothing
+        save(cfg, exp_dir / "config.yaml")
     if group.world_size > 1:
         log.info("%d training processes share each batch of %.0f s (backend %s, %d threads each)",
                  group.world_size, cfg.max_duration, backend(), cfg.num_threads)
