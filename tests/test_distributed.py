@@ -4,6 +4,7 @@ how the launchers' environments are read."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -84,12 +85,16 @@ def test_two_processes_follow_the_single_process_run_and_resume_it(tiny_speech: 
 
 
 def test_a_failing_process_fails_the_run_with_its_message(tiny_speech: TinySpeech, tmp_path: Path) -> None:
-    bad = tmp_path / "lang"
+    # the launcher checks the transcripts against bpe.model itself; the CMVN statistics are read
+    # first inside the training processes
+    bad = tmp_path / "fbank"
     bad.mkdir()
-    (bad / "bpe.model").write_text("not a sentencepiece model")
+    for name in ("cuts_train.jsonl.gz", "cuts_dev.jsonl.gz"):
+        shutil.copy(tiny_speech.fbank_dir / name, bad / name)
+    (bad / "cmvn.npz").write_text("not CMVN statistics")
     args = cli_args(tiny_speech, tmp_path / "exp", "max_steps=2")
-    args[-2] = str(bad)
-    with pytest.raises(NeuroselError, match=r"training process 0 of 2: .*lang/bpe\.model"):
+    args[-3] = str(bad)
+    with pytest.raises(NeuroselError, match=r"training process 0 of 2: .*fbank/cmvn\.npz"):
         train_main(["--num-procs", "2"] + args)
 
 
