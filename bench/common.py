@@ -97,17 +97,19 @@ def load_average() -> list[float]:
 @dataclass
 class ChildRun:
     """A finished child process: exit code, wall seconds, peak resident memory (MiB) of it and
-    its descendants, and whatever JSON it printed last on stdout (or None)."""
+    its descendants, whatever JSON it printed last on stdout (or None), and its CPU seconds."""
 
     returncode: int
     seconds: float
     peak_rss_mb: float
     output: dict[str, Any] | None
+    cpu_seconds: float = 0.0  # user + system time of the child and the descendants it waited for
 
 
 def run_child(cmd: list[str], log_path: Path, cwd: Path = REPO, env: dict[str, str] | None = None) -> ChildRun:
-    """Run ``cmd``, stdout+stderr to ``log_path``; its peak RSS comes from ``wait4`` (the kernel
-    reports the maximum over the child and every descendant it waited for)."""
+    """Run ``cmd``, stdout+stderr to ``log_path``; its peak RSS and CPU time come from ``wait4``
+    (the kernel reports the maximum RSS, and the summed CPU time, over the child and every
+    descendant it waited for)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ, **(env or {}))
     full_env["PATH"] = f"{Path(sys.executable).parent}:{full_env.get('PATH', '')}"
@@ -124,7 +126,7 @@ def run_child(cmd: list[str], log_path: Path, cwd: Path = REPO, env: dict[str, s
         if line.startswith("{") and line.endswith("}"):
             output = json.loads(line)
             break
-    return ChildRun(proc.returncode, seconds, usage.ru_maxrss / 1024.0, output)
+    return ChildRun(proc.returncode, seconds, usage.ru_maxrss / 1024.0, output, usage.ru_utime + usage.ru_stime)
 
 
 def check_child(run: ChildRun, cmd: list[str], log_path: Path) -> ChildRun:

@@ -80,8 +80,10 @@ def parse_console(text: str) -> RunTimes | None:
     return None
 
 
-def stage_of(log: Path, workdir: Path) -> int | None:
-    """The stage whose step wrote ``log`` (a path under ``workdir``), from where it lies."""
+def stage_of(log: Path, workdir: Path, command: str = "") -> int | None:
+    """The stage whose step wrote ``log`` (a path under ``workdir``), from where it lies and, for
+    the baseline's decode dir, from its ``command`` (the log's first line): stage 7 decodes the
+    ``ood_adapt_*`` sets there for pseudo-labels, under the same log names as stage 4."""
     parts = log.relative_to(workdir).parts
     if parts[:1] == ("data",) and len(parts) > 1:
         return {"manifests": 0, "fbank": 1, "lang": 2}.get(parts[1])
@@ -89,7 +91,11 @@ def stage_of(log: Path, workdir: Path) -> int | None:
         return None
     if parts[1] == "decode" and len(parts) > 2:
         system = parts[2]
-        return 4 if system == "baseline" else 7 if system.startswith("adapt") else 6
+        if system == "baseline":
+            sets = re.search(r"--sets (\S+)", command)
+            pseudo = sets is not None and all(x.startswith("ood_adapt_") for x in sets.group(1).split(","))
+            return 7 if pseudo else 4
+        return 7 if system.startswith("adapt") else 6
     return {"baseline": 3, "saliency": 5, "prune": 6, "adapt": 7, "log": 8}.get(parts[1])
 
 
@@ -97,7 +103,10 @@ def _log_date(text: str) -> datetime:
     return datetime.strptime(text.strip(), "%a %b %d %H:%M:%S %Z %Y")
 
 
-def latest_cluster(spans: list[tuple[datetime, datetime, bool]], gap: float = 60.0) -> list[tuple[datetime, datetime, bool]]:
+Span = tuple[datetime, datetime, bool]  # start, end, exit code 0
+
+
+def latest_cluster(spans: list[Span], gap: float = 60.0) -> list[Span]:
     """The spans of the stage's most recent run: walking back from the latest end, spans that end
     at most ``gap`` seconds before the cluster's start join it (older logs a rerun left are dropped)."""
     ordered = sorted(spans, key=lambda s: s[1], reverse=True)
@@ -113,14 +122,15 @@ def latest_cluster(spans: list[tuple[datetime, datetime, bool]], gap: float = 60
 
 def parse_step_logs(workdir: Path) -> RunTimes | None:
     """Stage times from the launchers' step logs under ``workdir`` (None if there are none)."""
-    spans: dict[int, list[tuple[datetime, datetime, bool]]] = {}
+    spans: dict[int, list[Span]] = {}
     for log in sorted(workdir.glob("**/log/*.log")):
-        stage = stage_of(log, workdir)
+        lines = log.read_text(errors="replace").splitlines()
+        stage = stage_of(log, workdir, lines[0] if lines else "")
         if stage is None:
             continue
         started = ended = None
         code = 0
-        for line in log.read_text(errors="replace").splitlines():
+        for line in lines:
             if m := STARTED_RE.match(line):
                 started = _log_date(m.group(1))
             elif m := ENDED_RE.match(line):

@@ -12,6 +12,7 @@ written into the work dir: scratch files go to ``--scratch`` and are removed.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import sys
@@ -45,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--e2e-fresh", choices=["default", "tiny"],
                         help="run ./run.sh afresh in the scratch dir and time it (default: ~25 min, whole machine)")
     parser.add_argument("--scaling-nj", type=int, default=1, help="--nj of the scaled stages (default 1)")
-    parser.add_argument("--scaling-epochs", type=int, default=2, help="training epochs per scaled stage 3")
+    parser.add_argument("--scaling-epochs", type=int, default=1, help="training epochs per scaled stage 3")
     parser.add_argument("--scaling-repeats", type=int, default=1, help="runs per scaling point (median)")
     parser.add_argument("--record", help="also save this run's metrics as bench/history/<RECORD>.json")
     parser.add_argument("--note", default="", help="what the recorded run is (with --record)")
@@ -59,6 +60,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    for name in ("workdir", "scratch", "out", "results", "e2e_log", "e2e_workdir"):
+        if getattr(args, name) is not None:
+            setattr(args, name, getattr(args, name).resolve())
+    os.chdir(REPO)  # recipe manifests name their feature files relative to the repository root
     snapshot = machine(torch.get_num_threads())
     needs_run = any(s in MICRO or s == "scaling" for s in args.only)
     work = find_workdir(args.workdir) if needs_run else None

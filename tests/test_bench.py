@@ -50,6 +50,13 @@ def test_step_logs_give_stage_spans_and_failures(tmp_path):
     assert not times.complete
 
 
+def test_pseudo_label_decodes_in_the_baseline_dir_count_for_stage_7(tmp_path):
+    run_pl(tmp_path, "exp/decode/baseline/log/tune.log", "echo --sets dev,test")
+    run_pl(tmp_path, "exp/decode/baseline/log/decode.1.log", "echo --sets ood_adapt_noise,ood_adapt_reverb")
+    times = e2e.parse_step_logs(tmp_path)
+    assert [s.stage for s in times.stages] == [4, 7]
+
+
 def test_console_log_stage_times_and_completeness():
     full = console_lines("recipe synth, work dir w, stages 0..100, seed 42, nj 2",
                          *(f"stage {n}: x" for n in range(9)), "done (stages 0..100)")
