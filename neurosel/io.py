@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -45,6 +46,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual mode
     try:
         yield tmp_path
+        if path.name.endswith(".gz"):
+            _deterministic_gzip(tmp_path)
         os.replace(tmp_path, path)
     except Exception as e:
         _raise_write_error(path, e)
@@ -52,6 +55,49 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+_GZIP_FHCRC, _GZIP_FEXTRA, _GZIP_FNAME, _GZIP_FCOMMENT = 2, 4, 8, 16
+
+
+def _deterministic_gzip(path: Path) -> None:
+    """Zero the modification time and drop the file name (the random temporary one) in the header
+    of the gzip file ``path`` (RFC 1952), so that the same content always has the same bytes: the
+    input hashes of later stages then see a redone manifest as unchanged. Rewrites the file."""
+    with open(path, "rb") as f:
+        head = f.read(10)
+        if len(head) < 10 or head[:3] != b"\x1f\x8b\x08":
+            return
+        flags = head[3]
+        if head[4:8] == b"\0\0\0\0" and not flags & (_GZIP_FNAME | _GZIP_FHCRC):
+            return
+        kept = b""
+        if flags & _GZIP_FEXTRA:
+            size = f.read(2)
+            kept += size + f.read(int.from_bytes(size, "little"))
+        for flag in (_GZIP_FNAME, _GZIP_FCOMMENT):
+            if flags & flag:
+                text = b""
+                while not text.endswith(b"\0"):
+                    byte = f.read(1)
+                    if not byte:
+                        return  # not a whole header: leave it to the reader to complain
+                    text += byte
+                if flag == _GZIP_FCOMMENT:
+                    kept += text
+        if flags & _GZIP_FHCRC:
+            f.read(2)
+        header = head[:3] + bytes([flags & ~(_GZIP_FNAME | _GZIP_FHCRC)]) + b"\0\0\0\0" + head[8:10] + kept
+        fd, rewritten = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(header)
+                shutil.copyfileobj(f, out, 1 << 20)
+            os.chmod(rewritten, path.stat().st_mode & 0o777)
+            os.replace(rewritten, path)
+        finally:
+            if os.path.exists(rewritten):
+                os.unlink(rewritten)
 
 
 def is_temporary(path: str | Path) -> bool:
