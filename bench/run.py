@@ -40,7 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scratch", type=Path, help="scratch dir (default: a new temporary dir)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS.md")
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results.json")
-    parser.add_argument("--e2e-log", type=Path, help="console output of a whole ./run.sh (exact stage times)")
+    parser.add_argument("--e2e-log", type=Path, action="append", default=[],
+                        help="console output of a whole ./run.sh (exact stage times); repeat it for runs of "
+                        "parts of the recipe, oldest first")
     parser.add_argument("--e2e-workdir", type=Path, help="work dir whose step logs time the stages "
                         "(default: --workdir)")
     parser.add_argument("--e2e-fresh", choices=["default", "tiny"],
@@ -60,9 +62,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for name in ("workdir", "scratch", "out", "results", "e2e_log", "e2e_workdir"):
+    for name in ("workdir", "scratch", "out", "results", "e2e_workdir"):
         if getattr(args, name) is not None:
             setattr(args, name, getattr(args, name).resolve())
+    args.e2e_log = [p.resolve() for p in args.e2e_log]
     os.chdir(REPO)  # recipe manifests name their feature files relative to the repository root
     snapshot = machine(torch.get_num_threads())
     needs_run = any(s in MICRO or s == "scaling" for s in args.only)

@@ -68,8 +68,21 @@ def test_console_log_stage_times_and_completeness():
     assert not stopped.complete
 
 
+def test_console_logs_of_parts_of_a_run_combine():
+    first = console_lines("recipe synth, work dir w, stages 0..2", "stage 0: x", "stage 1: x", "stage 2: x",
+                          "done (stages 0..2)")
+    failed = console_lines("recipe synth, work dir w, stages 3..100", "stage 3: x", "stage 4: x")
+    rest = console_lines("recipe synth, work dir w, stages 4..100", *(f"stage {n}: x" for n in range(4, 9)),
+                         "done (stages 4..100)")
+    runs = [r for text in (first, failed, rest) for r in e2e.console_runs(text)]
+    combined = e2e.combine(runs)
+    assert [s.stage for s in combined.stages] == list(range(9)) and combined.complete
+    assert all(s.seconds is not None for s in combined.stages)
+    assert not e2e.combine(runs[:2]).complete
+
+
 def test_e2e_section_without_any_run_says_so(tmp_path):
-    section = e2e.run(tmp_path, None, None, tmp_path)
+    section = e2e.run(tmp_path, [], None, tmp_path)
     assert not section.metrics and "no run to read" in section.notes[0]
 
 
