@@ -107,26 +107,27 @@ class ChildRun:
 
 
 def run_child(cmd: list[str], log_path: Path, cwd: Path = REPO, env: dict[str, str] | None = None) -> ChildRun:
-    """Run ``cmd``, stdout+stderr to ``log_path``; its peak RSS and CPU time come from ``wait4``
-    (the kernel reports the maximum RSS, and the summed CPU time, over the child and every
-    descendant it waited for)."""
+    """Run ``cmd``, stdout+stderr to ``log_path``, under ``bench.childstat``, which measures its
+    peak RSS and CPU time (``wait4``: the maximum RSS, and the summed CPU time, over the command
+    and every descendant it waited for) without this process's own peak leaking into them."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ, **(env or {}))
     full_env["PATH"] = f"{Path(sys.executable).parent}:{full_env.get('PATH', '')}"
     full_env["PYTHONPATH"] = f"{REPO}:{full_env.get('PYTHONPATH', '')}"
+    stats_path = log_path.with_suffix(".stats.json")
+    stats_path.unlink(missing_ok=True)
     with open(log_path, "w") as log:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
+        code = subprocess.call([sys.executable, "-m", "bench.childstat", str(stats_path), *cmd], cwd=cwd,
+                               env=full_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {"peak_rss_mb": 0.0, "cpu_seconds": 0.0}
     output = None
     for line in reversed(log_path.read_text(errors="replace").splitlines()):
         if line.startswith("{") and line.endswith("}"):
             output = json.loads(line)
             break
-    return ChildRun(proc.returncode, seconds, usage.ru_maxrss / 1024.0, output, usage.ru_utime + usage.ru_stime)
+    return ChildRun(code, seconds, stats["peak_rss_mb"], output, stats["cpu_seconds"])
 
 
 def check_child(run: ChildRun, cmd: list[str], log_path: Path) -> ChildRun:

@@ -12,7 +12,7 @@ from lhotse import CutSet
 from lhotse.testing.dummies import dummy_cut
 
 from bench import e2e, report, scaling
-from bench.common import Metric, Section, interleaved
+from bench.common import Metric, Section, interleaved, run_child
 from bench.inputs import take_count, take_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +36,17 @@ def test_interleaved_alternates_order_and_skips_warmup():
     timings = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
     assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
     assert len(timings["a"].wall) == len(timings["b"].cpu) == 3
+
+
+def test_child_peak_memory_is_the_child_own_not_the_parent(tmp_path):
+    ballast = bytearray(300 * 2**20)
+    ballast[::4096] = b"\1" * len(ballast[::4096])  # touched, so resident in this (the parent) process
+    grow = "b = bytearray(60 * 2**20); b[::4096] = bytes(len(b[::4096])); print('{\"ok\": 1}')"
+    run = run_child(["python3", "-c", grow], tmp_path / "child.log")
+    assert run.returncode == 0 and run.output == {"ok": 1}
+    assert 60 < run.peak_rss_mb < 200 and run.cpu_seconds > 0
+    assert run_child(["bash", "-c", "exit 3"], tmp_path / "fail.log").returncode == 3
+    del ballast
 
 
 def test_step_logs_give_stage_spans_and_failures(tmp_path):
