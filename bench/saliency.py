@@ -7,7 +7,9 @@ inference mode. One torch thread, as a stage 5 job has. A second pair of rows in
 the features (``reference_stats`` against ``log_posteriors``), as the stage runs them.
 
 Memory: ``python -m bench.saliency child`` runs ``reference_stats`` over 1x, 2x and 4x the
-audio in its own process; its peak RSS comes from ``wait4``.
+audio in its own process (``bench.common.run_child`` measures its peak RSS), and again at 1x and
+4x with glibc told to hand freed memory back at once, to tell the allocator's retention from the
+pass's own.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import torch
 from lhotse import CutSet
 
-from bench.common import REPO, Metric, Section, check_child, fmt, interleaved, run_child
+from bench.common import REPO, ChildRun, Metric, Section, check_child, fmt, interleaved, run_child
 from bench.inputs import Workdir, find_workdir, load_cuts, take_seconds, total_seconds
 from neurosel.inference import feature_batches, log_posteriors
 from neurosel.model import load_model
@@ -94,15 +96,20 @@ def run(work: Workdir, scratch: Path, quick: bool) -> Section:
 
     base = 60.0 if quick else 300.0
     sizes = [1, 2] if quick else [1, 2, 4]
-    memory = []
-    for k in sizes:
+    trim = {"MALLOC_TRIM_THRESHOLD_": "0"}  # glibc hands freed heap memory back at once
+
+    def measure(k: int, env: dict[str, str]) -> ChildRun:
         cmd = [sys.executable, "-m", "bench.saliency", "child", "--workdir", str(work.root), "--seconds",
                str(base * k)]
-        log = scratch / "saliency" / f"child_{k}x.log"
-        memory.append((k, check_child(run_child(cmd, log, REPO), cmd, log)))
+        log = scratch / "saliency" / f"child_{k}x{'_trim' if env else ''}.log"
+        return check_child(run_child(cmd, log, REPO, env), cmd, log)
+
+    memory = [(k, measure(k, {})) for k in sizes]
+    trimmed = [(k, measure(k, trim)) for k in (sizes[0], sizes[-1])]
     peak_ratio = memory[1][1].peak_rss_mb / memory[0][1].peak_rss_mb
     (_, first), (_, last) = memory[0], memory[-1]
     growth = (last.peak_rss_mb - first.peak_rss_mb) / (last.output["activation_mb"] - first.output["activation_mb"])
+    trimmed_ratio = trimmed[1][1].peak_rss_mb / trimmed[0][1].peak_rss_mb
 
     section.metrics = [
         Metric("statistics pass / plain inference pass (CPU time, batches in memory)", ratio, "",
@@ -112,19 +119,25 @@ def run(work: Workdir, scratch: Path, quick: bool) -> Section:
                "saliency.peak_rss_ratio"),
         Metric(f"peak RSS growth from 1x to {sizes[-1]}x / float64 size of the added FC activations",
                growth, "", None, "saliency.peak_rss_growth_per_activation_mb"),
+        Metric(f"peak RSS at {sizes[-1]}x / at 1x with glibc returning freed memory (MALLOC_TRIM_THRESHOLD_=0)",
+               trimmed_ratio, "", None, "saliency.peak_rss_ratio_trimmed"),
     ]
     section.table_header = ["what", "median CPU s", "median wall s", "spread"]
     section.table = [[name, fmt(x.median_cpu), fmt(x.median_wall), f"{x.spread:.0%}"] for name, x in timings.items()]
     section.table += [[f"child process, {k}x = {run.output['audio_seconds']:.0f} s of audio "
                        f"({run.output['activation_mb']:.0f} MiB of FC activations): peak RSS {run.peak_rss_mb:.0f} MiB",
                        fmt(run.output["seconds"]), fmt(run.seconds), "-"] for k, run in memory]
+    section.table += [[f"the same with MALLOC_TRIM_THRESHOLD_=0, {k}x: peak RSS {run.peak_rss_mb:.0f} MiB",
+                       fmt(run.output["seconds"]), fmt(run.seconds), "-"] for k, run in trimmed]
     section.notes = [
         f"{len(cuts)} utterances, {seconds:.1f} s of audio from {', '.join(reference_sets(work.fbank))} "
         f"in {len(batches)} batches (max_duration {cfg.max_duration:g} s); one torch thread; "
         f"{len(timings[next(iter(timings))].wall)} interleaved repeats, medians of CPU time.",
         "Flat memory target: peak RSS grows by at most 10% when the data doubles. The growth per "
         "MiB of FC activations the extra data produces would be about 1 if the pass kept them and "
-        "is about 0 when memory is flat. Children's timings (last rows) are single runs.",
+        "is about 0 when memory is flat. With `MALLOC_TRIM_THRESHOLD_=0` glibc gives freed heap "
+        "memory back at once: growth that goes away then is the allocator keeping freed memory, "
+        "not data the pass holds. Children's timings (last rows) are single runs.",
     ]
     section.seconds = time.perf_counter() - start
     return section
