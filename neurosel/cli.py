@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from typing import Callable
 
@@ -36,11 +37,26 @@ def show_progress(args: argparse.Namespace) -> bool:
     return not getattr(args, "quiet", False) and sys.stderr.isatty()
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (``kill``, ``scancel``, a scheduler's time limit) into ``SystemExit(143)``
+    raised in the main thread, so that ``finally`` blocks run: an atomic write in progress removes
+    its temporary file and the last complete artifact stays as it was. Python's default for
+    SIGTERM ends the process at once and leaves the temporary file behind."""
+    def terminate(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        print(f"{_prog()}: terminated (SIGTERM)", file=sys.stderr)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+
+
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
     """Call ``main`` and exit: 0 on success, 1 with ``prog: error: message`` on ``NeuroselError``
-    or on a write that failed for lack of space (quota, read-only disk), 130 on Ctrl-C."""
+    or on a write that failed for lack of space (quota, read-only disk), 130 on Ctrl-C, 143 on
+    SIGTERM (after cleaning up, see ``exit_on_sigterm``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    exit_on_sigterm()
     try:
         code = main(argv)
     except NeuroselError as e:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -72,6 +75,33 @@ def test_atomic_path_keeps_old_file_on_failure(tmp_path: Path) -> None:
         with atomic_path(target) as tmp:
             tmp.write_text("half")
             raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+_TERMINATED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from neurosel.cli import run_main
+from neurosel.io import atomic_path
+
+def main(argv):
+    with atomic_path(Path(sys.argv[1])) as tmp:
+        tmp.write_text("half")
+        os.kill(os.getpid(), signal.SIGTERM)  # as scancel or kill would, in the middle of a write
+        tmp.write_text("whole")
+
+run_main(main)
+"""
+
+
+def test_sigterm_during_an_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    write_text(target, "old")
+    r = subprocess.run([sys.executable, "-c", _TERMINATED_WRITER, str(target)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 128 + signal.SIGTERM, r.stderr
+    assert "terminated (SIGTERM)" in r.stderr
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 

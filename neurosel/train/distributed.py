@@ -36,6 +36,7 @@ from lhotse import CutSet
 from torch import nn
 
 from neurosel.errors import NeuroselError
+from neurosel.cli import exit_on_sigterm
 
 log = logging.getLogger("neurosel.train")
 
@@ -251,6 +252,7 @@ def leave(group: ProcessGroup) -> None:
 
 def _worker(index: int, fn: Callable[..., Any], args: tuple, port: int, num_procs: int, errors: Any) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    exit_on_sigterm()
     store = dist.TCPStore("127.0.0.1", port, num_procs, is_master=False)
     dist.init_process_group(backend(), store=store, rank=index, world_size=num_procs)
     group = ProcessGroup(index, num_procs, index, _device(index))
