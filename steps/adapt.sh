@@ -2,11 +2,14 @@
 # Stage 7: unsupervised adaptation of the baseline to each OOD condition (and pooled).
 # 1. first pass: decode every ood_adapt_<c> with the baseline -> pseudo-labels in <pseudo-dir>
 #    (default <exp-dir>/decode/baseline/ood_adapt_<c>/{tokens,confidence}.txt);
-# 2. every (system, seed, condition) unit as one job through --cmd: adapt into
+# 2. with lr_search: system, each system's learning-rate search on the pooled adaptation sets as
+#    one job through --cmd -> <exp-dir>/adapt/lr/<system>/rates.json;
+# 3. every (system, seed, condition) unit as one job through --cmd: adapt into
 #    <exp-dir>/adapt/<system>.s<seed>/adapted_<c>/ and decode into
 #    <exp-dir>/decode/<system>.s<seed>/adapted_<c>/{ood_<c>,test}/ (pooled systems:
 #    <exp-dir>/adapt/<system>_pooled.s<seed>/ and <exp-dir>/decode/<system>_pooled.s<seed>/<set>/);
-# 3. print the WER table. Units already done with the same config and inputs are skipped.
+# 4. print the WER table. Only the searches and units that are not up to date (config, inputs)
+#    are launched.
 set -euo pipefail
 
 config=
@@ -54,9 +57,20 @@ steps/decode.sh --cmd "$decode_cmd" --nj "$nj" --config "$decode_config" \
   "$model" "$lang" "$fbank" "$pseudo_dir" "$adapt_sets"
 
 stage_opts="$(config_opts)--seed $seed --decode-config $decode_config --saliency-dir $saliency_dir --pseudo-dir $pseudo_dir"
+# launch the pending searches, then the pending units: JOB=1:n picks the n-th number of the list
+launch_pending() {  # <what: tunes|units> <action: tune|unit> <log name>
+  local list=$exp/adapt/log/pending.$1 n
+  mkdir -p "$exp/adapt/log"
+  python -m neurosel.bin.adapt pending $stage_opts --what "$1" "$model" "$lang" "$fbank" "$exp" > "$list.tmp"
+  mv "$list.tmp" "$list"
+  n=$(wc -l < "$list")
+  [ "$n" -gt 0 ] || return 0
+  echo "$0: $n $1 to run" >&2
+  run_step "$cmd JOB=1:$n" "$exp/adapt/log/$3.JOB.log" \
+    python -m neurosel.bin.adapt "$2" $stage_opts --units-from "$list" --unit JOB "$model" "$lang" "$fbank" "$exp"
+}
 if ! python -m neurosel.bin.adapt status $stage_opts "$model" "$lang" "$fbank" "$exp"; then
-  n=$(python -m neurosel.bin.adapt list $stage_opts "$model" "$lang" "$fbank" "$exp" | wc -l)
-  run_step "$cmd JOB=1:$n" "$exp/adapt/log/adapt.JOB.log" \
-    python -m neurosel.bin.adapt unit $stage_opts --unit JOB "$model" "$lang" "$fbank" "$exp"
+  launch_pending tunes tune tune
+  launch_pending units unit adapt
 fi
 python -m neurosel.bin.adapt table $stage_opts "$model" "$lang" "$fbank" "$exp"

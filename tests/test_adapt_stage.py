@@ -17,7 +17,9 @@ from lhotse import CutSet, load_manifest
 from fixtures_speech import tiny_speech  # noqa: F401  (pytest fixture)
 from neurosel.adapt.pseudo import (KeptLabels, PseudoCtcDataset, PseudoLabelConfig, PseudoLabels,
                                    pseudo_label_report, read_pseudo_labels, select_pseudo_labels)
-from neurosel.adapt.stage import POOLED, StagePaths, Unit, heldout_split, list_units, run_unit
+from neurosel.adapt.stage import (POOLED, StagePaths, Unit, heldout_split, list_units, rates_path, run_tune, run_unit,
+                                  tune_units)
+from neurosel.errors import NeuroselError
 from neurosel.adapt.systems import SYSTEMS, AdaptConfig, close_phase, entropy_step, open_phase, phase_steps
 from neurosel.decode.graph import load_graph
 from neurosel.decode.run import decode_cuts, merge_and_score, write_part
@@ -183,6 +185,36 @@ def test_no_neurons_skips_the_neuron_phase(stage, tmp_path):
     record = json.loads((exp / "adapt" / "adapt_selective_full.s1" / "adapted_x" / "adapt.json").read_text())
     assert record["phases"][0]["skipped"] == "no neurons selected; phase skipped"
     assert record["phases"][1]["steps"] == CFG["steps"]
+
+
+def test_learning_rates_searched_once_per_system(stage, tmp_path):
+    root, _ = stage
+    exp = tmp_path / "exp"
+    shutil.copytree(root / "exp", exp)
+    shutil.copytree(exp / "saliency" / ADAPT_SET, exp / "saliency" / POOLED)  # one condition: pooled = it
+    paths = dataclasses.replace(paths_for(root, exp=exp), saliency=exp / "saliency")
+    cfg = AdaptConfig(**{**CFG, "systems": ["adapt_selective_full"], "lr_search": "system",
+                         "lr_grid": [1e-5, 3e-3], "lr_grid_by_phase": {"selective": [1e-5, 3e-2]}})
+    unit = Unit("adapt_selective_full", 2, COND)
+    with pytest.raises(NeuroselError, match=str(rates_path(paths.adapt, unit.system))):
+        run_unit(unit, paths, cfg, [COND])  # the search has not run
+    [tune] = tune_units(cfg, seed=1)
+    assert tune == Unit("adapt_selective_full", 1, POOLED)
+    assert run_tune(tune, paths, cfg, [COND]) and not run_tune(tune, paths, cfg, [COND])
+    doc = json.loads(rates_path(paths.adapt, unit.system).read_text())
+    for rate, phase, grid in zip(doc["rates"], doc["phases"], ([1e-5, 3e-2], [1e-5, 3e-3])):
+        tried = {float(k): v for k, v in phase["heldout_loss_by_lr"].items()}
+        assert sorted(tried) == grid and rate == min(grid, key=lambda lr: (tried[lr], lr))
+    assert run_unit(unit, paths, cfg, [COND])
+    record = json.loads((unit.model_dir(paths.adapt) / "adapt.json").read_text())
+    assert [p["lr"] for p in record["phases"]] == doc["rates"]
+    assert [list(p["heldout_loss_by_lr"]) for p in record["phases"]] == [[f"{r:g}"] for r in doc["rates"]]
+    assert not run_unit(unit, paths, cfg, [COND])
+    doc["rates"] = [1e-5, 1e-5]  # other rates: the unit is out of date
+    rates_path(paths.adapt, unit.system).write_text(json.dumps(doc))
+    assert run_unit(unit, paths, cfg, [COND])
+    record = json.loads((unit.model_dir(paths.adapt) / "adapt.json").read_text())
+    assert [p["lr"] for p in record["phases"]] == [1e-5, 1e-5]
 
 
 def test_pseudo_label_selection_and_report(stage):

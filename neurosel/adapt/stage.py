@@ -9,6 +9,13 @@ Layout (the recipe conventions for stages 5-8), with ``<name>`` = ``<system>.s<s
     exp/decode/<name>/adapted_<c>/{ood_<c>,test}/   (decoded by the caller)
     exp/decode/<system>_pooled.s<seed>/{ood_<c>...,test}/
 
+With ``lr_search: system`` the learning rates are chosen first, once per system, by a search
+on the pooled adaptation sets with the first seed (the held-out slice, as in a unit):
+
+    exp/adapt/lr/<system>/{rates.json,.done}
+
+and every unit of the system reads its rates from there (an input of the unit's marker).
+
 Inputs: the baseline model, ``cuts_ood_adapt_<c>`` with features, the baseline's first-pass decode
 dirs ``<pseudo-dir>/ood_adapt_<c>/`` (pseudo-labels), and for neuron systems
 ``<saliency-dir>/<ref>/neurons.tsv`` (``ref`` = ``ood_adapt_<c>``, ``pooled`` for pooled units, or
@@ -19,6 +26,7 @@ the configured set). The adaptation sets' transcripts are read only by ``transcr
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import time
@@ -29,11 +37,13 @@ from typing import Iterator
 
 import torch
 from lhotse import CutSet
+from torch import nn
 
 from neurosel import config as C
 from neurosel.adapt.pseudo import (PseudoCtcDataset, merge_pseudo_labels, pseudo_label_report,
                                    read_pseudo_labels, select_pseudo_labels)
 from neurosel.adapt.systems import ORACLE, AdaptConfig, AdaptData, adapt_system
+from neurosel.model.spec import FcSpec
 from neurosel.decode.run import load_cuts
 from neurosel.errors import NeuroselError
 from neurosel.io import write_json
@@ -174,6 +184,19 @@ def make_data(cuts: CutSet, dataset: PseudoCtcDataset, train_ids: list[str], hel
     return AdaptData(train=train, heldout=heldout)
 
 
+def tune_units(cfg: AdaptConfig, seed: int) -> list[Unit]:
+    """The learning-rate searches to run before the units (``lr_search: system``): one per system
+    of ``systems`` and ``pooled_systems``, on the pooled adaptation sets with the first seed."""
+    if cfg.lr_search != "system":
+        return []
+    return [Unit(s, seed, POOLED) for s in dict.fromkeys(cfg.systems + cfg.pooled_systems)]
+
+
+def rates_path(adapt_root: Path, system: str) -> Path:
+    """``exp/adapt/lr/<system>/rates.json``: the learning rates chosen for ``system``."""
+    return adapt_root / "lr" / system / "rates.json"
+
+
 def unit_inputs(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[str]) -> list[Path]:
     """The files a unit's result depends on (for its ``.done`` marker)."""
     sets = unit.adapt_sets(conditions)
@@ -194,18 +217,49 @@ def unit_config(unit: Unit, cfg: AdaptConfig) -> dict:
     return {"unit": asdict(unit), "adapt": relevant}
 
 
+def marker_inputs(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[str]) -> list[Path]:
+    """The inputs of a unit's marker: ``unit_inputs`` and, with ``lr_search: system``, its
+    system's ``rates.json``."""
+    extra = [rates_path(paths.adapt, unit.system)] if cfg.lr_search == "system" else []
+    return unit_inputs(unit, paths, cfg, conditions) + extra
+
+
+def run_tune(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[str], force: bool = False) -> bool:
+    """Choose the learning rates of ``unit.system`` (a unit of ``tune_units``) and write them to
+    ``rates_path``, unless up to date. Returns True when it ran."""
+    out = rates_path(paths.adapt, unit.system).parent
+    return run_once(f"choose the learning rates of {unit.system}", out, unit_config(unit, cfg),
+                    unit_inputs(unit, paths, cfg, conditions), lambda: tune_unit(unit, paths, cfg, conditions),
+                    force=force)
+
+
 def run_unit(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[str], force: bool = False) -> bool:
     """Adapt the baseline as ``unit`` says and write ``model.pt``, ``adapt.json`` and
     ``config.yaml`` to its model dir, unless up to date. Returns True when it ran."""
     out = unit.model_dir(paths.adapt)
     return run_once(f"adapt {unit.name} on {unit.condition}", out, unit_config(unit, cfg),
-                    unit_inputs(unit, paths, cfg, conditions), lambda: adapt_unit(unit, paths, cfg, conditions),
+                    marker_inputs(unit, paths, cfg, conditions), lambda: adapt_unit(unit, paths, cfg, conditions),
                     force=force)
 
 
-def adapt_unit(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[str]) -> None:
-    """The work of ``run_unit`` (no up-to-date check)."""
-    start = time.perf_counter()
+@dataclass
+class UnitData:
+    """What a unit (or a learning-rate search) trains from: the baseline, its FC spec, the
+    neurons of neuron systems, the batches, and what the labels were."""
+
+    model: nn.Module
+    spec: FcSpec
+    neurons: dict[int, torch.Tensor]
+    data: AdaptData
+    sets: list[str]
+    labels: dict
+    train_utterances: int
+    heldout_utterances: int
+
+
+def unit_data(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[str]) -> UnitData:
+    """Load the baseline, the labels (pseudo-labels; true transcripts for the oracle), the neurons
+    and the train/held-out batches of ``unit``."""
     torch.set_num_threads(cfg.num_threads)
     model, _ = load_model(paths.model)
     spec = model.fc_spec()
@@ -228,22 +282,61 @@ def adapt_unit(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list
         tsv = paths.saliency / saliency_reference(unit, cfg) / "neurons.tsv"
         widths = [model.get_submodule(name).out_features for name in spec.linears]
         neurons = load_neurons(tsv, widths, cfg.neuron_classes)
-        report_neurons = {str(k): int(v.numel()) for k, v in neurons.items()}
         log.info("%s: %d neurons selected from %s (per layer %s)", unit.name,
-                 sum(int(v.numel()) for v in neurons.values()), tsv, report_neurons)
+                 sum(int(v.numel()) for v in neurons.values()), tsv,
+                 {str(k): int(v.numel()) for k, v in neurons.items()})
     train_ids, heldout_ids = heldout_split(sorted(tokens), cfg.heldout_fraction)
     data = make_data(cuts, PseudoCtcDataset(tokens, load_cmvn(paths.fbank / "cmvn.npz"), weights),
                      train_ids, heldout_ids, cfg.max_duration)
-    adapted, record = adapt_system(model, spec, unit.system, neurons, data, unit.seed, cfg)
+    return UnitData(model, spec, neurons, data, sets, report, len(train_ids), len(heldout_ids))
+
+
+def read_rates(path: Path, system: str) -> list[float | None]:
+    """The learning rate per phase of ``system`` from a ``rates.json`` of ``tune_unit``."""
+    if not path.is_file():
+        raise NeuroselError(f"{path}: no learning rates for {system} (lr_search: system runs the "
+                            "searches first: neurosel.bin.adapt tune)")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise NeuroselError(f"{path}: not JSON ({e})") from None
+    rates = doc.get("rates") if isinstance(doc, dict) else None
+    if not isinstance(rates, list) or doc.get("system") != system:
+        raise NeuroselError(f"{path}: not the learning rates of {system}")
+    return rates
+
+
+def tune_unit(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[str]) -> None:
+    """The work of ``run_tune``: the system's phases with their grid searches on the pooled
+    adaptation data; writes the chosen rate per phase (None for a skipped phase, which a unit
+    that has neurons for it then searches itself) and the held-out loss of every rate tried."""
+    start = time.perf_counter()
+    d = unit_data(unit, paths, cfg, conditions)
+    _, record = adapt_system(d.model, d.spec, unit.system, d.neurons, d.data, unit.seed, cfg)
+    phases = [{k: p.get(k) for k in ("moves", "steps", "lr", "heldout_loss_by_lr", "skipped") if k in p}
+              for p in record["phases"]]
+    write_json(rates_path(paths.adapt, unit.system),
+               {"system": unit.system, "seed": unit.seed, "adaptation_sets": d.sets,
+                "rates": [p.get("lr") for p in record["phases"]], "phases": phases,
+                "seconds": round(time.perf_counter() - start, 2)})
+    log.info("%s: learning rates %s chosen on %s in %.1f s", unit.system, [p.get("lr") for p in phases],
+             ",".join(d.sets), time.perf_counter() - start)
+
+
+def adapt_unit(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[str]) -> None:
+    """The work of ``run_unit`` (no up-to-date check)."""
+    start = time.perf_counter()
+    rates = read_rates(rates_path(paths.adapt, unit.system), unit.system) if cfg.lr_search == "system" else None
+    d = unit_data(unit, paths, cfg, conditions)
+    adapted, record = adapt_system(d.model, d.spec, unit.system, d.neurons, d.data, unit.seed, cfg, rates=rates)
     out = unit.model_dir(paths.adapt)
     save_model(adapted, out / "model.pt", adapt={"system": unit.system, "seed": unit.seed,
                                                    "condition": unit.condition})
     C.save(cfg, out / "config.yaml")
-    record.update({"condition": unit.condition, "adaptation_sets": sets, "labels": report,
-                   "train_utterances": len(train_ids), "heldout_utterances": len(heldout_ids),
+    record.update({"condition": unit.condition, "adaptation_sets": d.sets, "labels": d.labels,
+                   "train_utterances": d.train_utterances, "heldout_utterances": d.heldout_utterances,
                    "saliency_reference": saliency_reference(unit, cfg) if unit.system in NEURON_SYSTEMS else None,
-                   "seconds": round(time.perf_counter() - start, 2)})
+                   "lr_search": cfg.lr_search, "seconds": round(time.perf_counter() - start, 2)})
     write_json(out / "adapt.json", record)
     log.info("%s (%s): held-out loss %.4f -> %.4f in %.1f s", unit.name, unit.condition,
              record["heldout_loss_before"], record["heldout_loss_after"], record["seconds"])
-

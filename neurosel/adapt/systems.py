@@ -28,7 +28,10 @@ Learning-rate search, per phase in order: run the phase once per rate of the gri
 starting model with the same batches and the same dropout masks, score each result by the mean
 CTC loss per token on the held-out slice (pseudo-labels; true transcripts for the oracle only),
 keep the best (ties: the smaller rate). The kept model is the one trained on the training slice;
-the held-out slice is never trained on.
+the held-out slice is never trained on. ``lr_search`` says where the search runs: ``unit`` in
+every (system, seed, condition) run; ``system`` once per system, on the pooled adaptation sets
+with the first seed (``neurosel.adapt.stage``), whose rates every run of the system then trains
+with (``adapt_system(..., rates=...)``): one run per unit instead of one per rate of the grid.
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ class AdaptConfig:
     neuron_classes: list[str] = field(default_factory=lambda: ["hyper", "hypo"])
     outgoing: bool = False  # also move the selected neurons' outgoing columns
     pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    lr_search: Literal["unit", "system"] = "unit"  # where the learning rates are chosen (module docstring)
     num_threads: int = 1
 
     def __post_init__(self) -> None:
@@ -115,6 +119,8 @@ class AdaptConfig:
             raise ValueError("steps, num_seeds and max_duration must be positive")
         if not 0.0 < self.selective_share < 1.0 or not 0.0 < self.heldout_fraction < 1.0:
             raise ValueError("selective_share and heldout_fraction must be in (0, 1)")
+        if self.lr_search not in ("unit", "system"):
+            raise ValueError(f"lr_search must be 'unit' or 'system', got '{self.lr_search}'")
         if not self.lr_grid or any(lr <= 0 for grid in [self.lr_grid, *self.lr_grid_by_phase.values()] for lr in grid):
             raise ValueError("learning-rate grids must be non-empty lists of positive rates")
 
@@ -204,11 +210,12 @@ def train_phase(model: nn.Module, spec: FcSpec, phase: Phase, neurons: dict[int,
 
 
 def search_phase(model: nn.Module, spec: FcSpec, phase: Phase, neurons: dict[int, torch.Tensor],
-                 data: AdaptData, steps: int, seed: int, cfg: AdaptConfig) -> tuple[nn.Module, dict]:
-    """Train a copy of ``model`` per learning rate of the phase's grid; returns the copy with the
-    lowest held-out loss and the phase record (chosen lr, held-out loss per lr, losses, moved)."""
+                 data: AdaptData, steps: int, seed: int, cfg: AdaptConfig,
+                 grid: list[float]) -> tuple[nn.Module, dict]:
+    """Train a copy of ``model`` per learning rate of ``grid``; returns the copy with the lowest
+    held-out loss and the phase record (chosen lr, held-out loss per lr, losses, moved)."""
     tried = []
-    for lr in cfg.grid(phase.moves):
+    for lr in grid:
         candidate = copy.deepcopy(model)
         torch.manual_seed(seed)  # same dropout masks for every rate
         losses, moved = train_phase(candidate, spec, phase, neurons, data.train(seed), steps, lr, cfg)
@@ -223,15 +230,20 @@ def search_phase(model: nn.Module, spec: FcSpec, phase: Phase, neurons: dict[int
 
 
 def adapt_system(model: nn.Module, spec: FcSpec, system: str, neurons: dict[int, torch.Tensor],
-                 data: AdaptData, seed: int, cfg: AdaptConfig) -> tuple[nn.Module, dict]:
+                 data: AdaptData, seed: int, cfg: AdaptConfig,
+                 rates: list[float | None] | None = None) -> tuple[nn.Module, dict]:
     """Run ``system`` from ``model`` (left unchanged): returns the adapted model and a record
     ``{"system", "seed", "heldout_loss_before", "phases": [...], "losses": {phase: [...]}}``.
 
     ``neurons``: the hyper+hypo neurons per FC layer (for ``selective``; their per-layer counts
-    for ``random``, drawn with ``seed``)."""
+    for ``random``, drawn with ``seed``). ``rates``: a learning rate per phase of the system chosen
+    elsewhere (``lr_search: system``); a phase without one (None, or no ``rates``) searches its
+    grid."""
     if system not in SYSTEMS:
         raise NeuroselError(f"unknown adaptation system '{system}' (known: {', '.join(SYSTEMS)})")
     phases = list(SYSTEMS[system])
+    if rates is not None and len(rates) != len(phases):
+        raise NeuroselError(f"{system}: {len(rates)} learning rates for {len(phases)} phases")
     widths = [spec_width(model, name) for name in spec.linears]
     if system == "adapt_random_full":
         neurons = random_neurons({k: int(v.numel()) for k, v in neurons.items()}, widths, seed)
@@ -248,7 +260,10 @@ def adapt_system(model: nn.Module, spec: FcSpec, system: str, neurons: dict[int,
                 steps[i + 1] += n  # the next phase gets the whole budget
             continue
         ran = sum("skipped" not in p for p in record["phases"])  # a skipped phase does not shift seeds
-        current, phase_record = search_phase(current, spec, phase, neurons, data, n, seed + ran, cfg)
+        chosen = rates[i] if rates is not None else None
+        grid = [chosen] if chosen is not None else cfg.grid(phase.moves)
+        current, phase_record = search_phase(current, spec, phase, neurons, data, n, seed + ran, cfg, grid)
+        phase_record["lr_from"] = "system search" if chosen is not None else "grid search"
         record["phases"].append(phase_record)
     if current is model:
         current = copy.deepcopy(model)

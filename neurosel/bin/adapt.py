@@ -2,11 +2,21 @@
 
 ``python -m neurosel.bin.adapt list   [cfg] --seed S <model.pt> <lang> <fbank> <exp-dir>``
     print the units, one per line (``<system-dir> <condition>``); their count is N for JOB=1:N
+``python -m neurosel.bin.adapt tunes  [cfg] --seed S <model.pt> <lang> <fbank> <exp-dir>``
+    print the systems whose learning rates are searched first (``lr_search: system``; none with
+    ``lr_search: unit``), one per line
+``python -m neurosel.bin.adapt tune   [cfg] --seed S --unit J <model.pt> <lang> <fbank> <exp-dir>``
+    search the learning rates of system J of ``tunes`` (``<exp-dir>/adapt/lr/<system>/``) unless
+    up to date
 ``python -m neurosel.bin.adapt unit   [cfg] --seed S --unit J --decode-config Y <model.pt> <lang> <fbank> <exp-dir>``
     unit J of N: adapt (``<exp-dir>/adapt/...``) unless up to date, then decode its sets
     (``<exp-dir>/decode/...``) with the decode config Y unless up to date
+``python -m neurosel.bin.adapt pending [cfg] --seed S --what tunes|units [--decode-config Y] ...``
+    print the numbers J of the searches or units that are not up to date, one per line; with
+    ``--units-from FILE`` the ``tune``/``unit`` actions take their J-th number from FILE, so a
+    launcher's ``JOB=1:<count>`` runs only those
 ``python -m neurosel.bin.adapt status [cfg] --seed S --decode-config Y <model.pt> <lang> <fbank> <exp-dir>``
-    exit 0 if every unit is adapted and decoded and up to date, 1 otherwise
+    exit 0 if every search and unit is done (adapted, decoded) and up to date, 1 otherwise
 ``python -m neurosel.bin.adapt table  [cfg] --seed S <model.pt> <lang> <fbank> <exp-dir>``
     print WER per system and set, mean +- std over seeds, from the decode dirs
 
@@ -23,8 +33,8 @@ import statistics
 from pathlib import Path
 
 from neurosel import config as C
-from neurosel.adapt.stage import (POOLED, StagePaths, Unit, find_conditions, list_units, run_unit, unit_config,
-                                  unit_inputs)
+from neurosel.adapt.stage import (POOLED, StagePaths, Unit, find_conditions, list_units, marker_inputs, rates_path,
+                                  run_tune, run_unit, tune_units, unit_config, unit_inputs)
 from neurosel.adapt.systems import AdaptConfig
 from neurosel.bin import decode as decode_cli
 from neurosel.cli import config_args, run_main
@@ -45,10 +55,33 @@ def decode_argv(action: str, unit: Unit, paths: StagePaths, conditions: list[str
 
 def unit_done(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[str], decode_config: Path) -> bool:
     """True if the unit's model and decodes are up to date."""
-    digest = fingerprint(unit_config(unit, cfg), unit_inputs(unit, paths, cfg, conditions))
+    digest = fingerprint(unit_config(unit, cfg), marker_inputs(unit, paths, cfg, conditions))
     if status(unit.model_dir(paths.adapt), digest) != "done":
         return False
     return decode_cli.main(decode_argv("status", unit, paths, conditions, decode_config)) == 0
+
+
+def tune_done(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[str]) -> bool:
+    """True if the learning rates of ``unit.system`` are chosen and up to date."""
+    digest = fingerprint(unit_config(unit, cfg), unit_inputs(unit, paths, cfg, conditions))
+    return status(rates_path(paths.adapt, unit.system).parent, digest) == "done"
+
+
+def chosen_index(args: argparse.Namespace, count: int) -> int:
+    """The 0-based index of the search or unit this job runs: ``--unit J`` itself, or the J-th
+    number of ``--units-from``."""
+    number = args.unit
+    if args.units_from is not None:
+        try:
+            numbers = [int(line) for line in args.units_from.read_text().split()]
+        except (OSError, ValueError) as e:
+            raise NeuroselError(f"{args.units_from}: not a list of unit numbers ({e})") from None
+        if not 1 <= args.unit <= len(numbers):
+            raise NeuroselError(f"{args.units_from}: has {len(numbers)} numbers, no number {args.unit}")
+        number = numbers[args.unit - 1]
+    if not 1 <= number <= count:
+        raise NeuroselError(f"--unit {number} is not in 1..{count}")
+    return number - 1
 
 
 def run_and_decode(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[str], decode_config: Path,
@@ -96,10 +129,12 @@ def wer_table(units: list[Unit], paths: StagePaths, conditions: list[str]) -> st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adapt", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["list", "unit", "status", "table"])
+    parser.add_argument("action", choices=["list", "tunes", "tune", "unit", "pending", "status", "table"])
     config_args(parser)
     parser.add_argument("--seed", type=int, default=42, help="first seed; seeds are seed..seed+num_seeds-1")
-    parser.add_argument("--unit", type=int, default=0, help="1-based unit index (action unit)")
+    parser.add_argument("--unit", type=int, default=0, help="1-based index (actions tune and unit)")
+    parser.add_argument("--units-from", type=Path, help="file of numbers: --unit J picks its J-th (see pending)")
+    parser.add_argument("--what", choices=["tunes", "units"], default="units", help="action pending: of which")
     parser.add_argument("--decode-config", type=Path, help="the tuned decode config of the baseline")
     parser.add_argument("--saliency-dir", type=Path, help="default <exp-dir>/saliency")
     parser.add_argument("--pseudo-dir", type=Path, help="default <exp-dir>/decode/baseline")
@@ -116,25 +151,46 @@ def main(argv: list[str] | None = None) -> int:
                        adapt=args.exp_dir / "adapt", decode=args.exp_dir / "decode")
     conditions = find_conditions(args.fbank)
     units = list_units(cfg, conditions, args.seed)
+    tunes = tune_units(cfg, args.seed)
 
     if args.action == "list":
         print("\n".join(f"{u.model_dir(paths.adapt).relative_to(paths.adapt)} {u.condition}" for u in units))
         return 0
+    if args.action == "tunes":
+        print("\n".join(u.system for u in tunes))
+        return 0
     if args.action == "table":
         print(wer_table(units, paths, conditions))
         return 0
+    if args.action == "tune":
+        index = chosen_index(args, len(tunes))
+        log.info("learning-rate search %d of %d: %s", index + 1, len(tunes), tunes[index].system)
+        run_tune(tunes[index], paths, cfg, conditions, args.force)
+        return 0
+    if args.action == "pending" and args.what == "tunes":
+        print("\n".join(str(i + 1) for i, u in enumerate(tunes)
+                        if args.force or not tune_done(u, paths, cfg, conditions)))
+        return 0
     if args.decode_config is None:
         raise NeuroselError(f"action {args.action} needs --decode-config (the baseline's tuned decode.yaml)")
-    if args.action == "status":
-        todo = [u for u in units if not unit_done(u, paths, cfg, conditions, args.decode_config)]
-        if todo or args.force:
-            log.info("%d of %d adaptation units to run", len(todo) if not args.force else len(units), len(units))
-            return 1
-        log.info("every adaptation unit (%d) is up to date, skipping", len(units))
+    if args.action == "pending":
+        print("\n".join(str(i + 1) for i, u in enumerate(units)
+                        if args.force or not unit_done(u, paths, cfg, conditions, args.decode_config)))
         return 0
-    if not 1 <= args.unit <= len(units):
-        raise NeuroselError(f"--unit {args.unit} is not in 1..{len(units)}")
-    run_and_decode(units[args.unit - 1], paths, cfg, conditions, args.decode_config, args.force)
+    if args.action == "status":
+        todo_tunes = [u for u in tunes if not tune_done(u, paths, cfg, conditions)]
+        todo = [u for u in units if not unit_done(u, paths, cfg, conditions, args.decode_config)]
+        if todo or todo_tunes or args.force:
+            log.info("%d of %d learning-rate searches and %d of %d adaptation units to run",
+                     len(tunes) if args.force else len(todo_tunes), len(tunes),
+                     len(units) if args.force else len(todo), len(units))
+            return 1
+        log.info("every learning-rate search (%d) and adaptation unit (%d) is up to date, skipping",
+                 len(tunes), len(units))
+        return 0
+    index = chosen_index(args, len(units))
+    log.info("unit %d of %d: %s on %s", index + 1, len(units), units[index].name, units[index].condition)
+    run_and_decode(units[index], paths, cfg, conditions, args.decode_config, args.force)
     return 0
 
 
