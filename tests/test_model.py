@@ -11,6 +11,7 @@ from torch import nn
 from neurosel.config import from_dict
 from neurosel.errors import NeuroselError
 from neurosel.model import ModelConfig, build_model, fold_norms, load_model, save_model
+from neurosel.model.cnn import FreqMaxPool
 from neurosel.model.spec import FcSpec
 
 
@@ -127,3 +128,19 @@ def test_config_errors_name_the_key() -> None:
         from_dict(ModelConfig, {"conv_channels": [8, 8, 8]}, "train.yaml: model")
     with pytest.raises(NeuroselError, match="vocab_size"):
         build_model(ModelConfig())
+
+
+@pytest.mark.parametrize("size,width", [(2, 80), (3, 40), (2, 41), (1, 7)])
+def test_freq_max_pool_equals_torch_max_pool_with_and_without_gradients(size: int, width: int) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 11, width)
+    x[..., 1::2] = x[..., 0:width - 1:2]  # ties within windows
+    reference = nn.MaxPool2d((1, size))
+    pool = FreqMaxPool(size)
+    with torch.no_grad():
+        assert torch.equal(pool(x), reference(x))
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    weights = torch.randn_like(reference(x))
+    (pool(ours) * weights).sum().backward()
+    (reference(theirs) * weights).sum().backward()
+    assert torch.equal(ours.grad, theirs.grad)

@@ -77,6 +77,30 @@ class ModelConfig:
         return out
 
 
+class FreqMaxPool(nn.Module):
+    """Max-pool over the last (frequency) axis of (B, C, T, F) in windows of ``size``, a trailing
+    partial window dropped: the values of ``nn.MaxPool2d((1, size))``, faster on CPU. torch's
+    2-d max-pool with a (1, k) window took as long as the convolutions in a forward pass (a
+    profile of decoding: 2.7 of 9.0 s); a 1-d max-pool over rows is ~10x faster forward, and a max
+    over a split axis ~1.7x faster forward + backward, so gradients take that path."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, f = x.shape
+        k = self.size
+        if k == 1:
+            return x
+        if torch.is_grad_enabled() and x.requires_grad:
+            return x[..., :f // k * k].unflatten(-1, (f // k, k)).max(dim=-1).values
+        return nn.functional.max_pool1d(x.reshape(b * c * t, 1, f), k).reshape(b, c, t, f // k)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
+
+
 def conv_block(in_channels: int, out_channels: int, kernel: tuple[int, int], time_stride: int,
                freq_pool: int) -> nn.Sequential:
     """Conv2d with "same" padding and stride in time, ReLU, max-pool over frequency."""
@@ -84,7 +108,7 @@ def conv_block(in_channels: int, out_channels: int, kernel: tuple[int, int], tim
         nn.Conv2d(in_channels, out_channels, kernel, stride=(time_stride, 1),
                   padding=(kernel[0] // 2, kernel[1] // 2)),
         nn.ReLU(),
-        nn.MaxPool2d((1, freq_pool)),
+        FreqMaxPool(freq_pool),
     )
 
 
