@@ -57,6 +57,34 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder next to ``path``; on success, replace ``path`` with it.
+
+    A folder cannot be renamed over another one, so an earlier ``path`` is removed just before the
+    rename: a kill between the two leaves no ``path`` (never a mix of two versions). A full disk, a
+    quota or a read-only file system while writing raises ``NeuroselError`` naming ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as e:
+        _raise_write_error(path, e)
+        raise
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    except Exception as e:
+        _raise_write_error(path, e)
+        raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
 _GZIP_FHCRC, _GZIP_FEXTRA, _GZIP_FNAME, _GZIP_FCOMMENT = 2, 4, 8, 16
 
 

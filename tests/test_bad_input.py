@@ -229,6 +229,32 @@ def test_bad_config(stage0, tmp_path: Path, text: str, names: list[str], capsys,
     assert_intact(data, before)
 
 
+def test_disk_full_during_the_kaldi_export(stage0, tmp_path: Path, capsys, monkeypatch) -> None:
+    """A write that fails for lack of space inside Lhotse's Kaldi export (a failed ``write`` names
+    no file) is reported against the data dir being exported; the earlier one stays."""
+    import errno
+
+    from neurosel.data import prepare as prepare_lib
+
+    corpus, prepared = stage0
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data)
+    before = snapshot(data)
+
+    def full_disk(recordings, supervisions, dest) -> None:
+        (Path(dest) / "wav.scp").write_text("half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(prepare_lib, "export_to_kaldi", full_disk)
+    code, errors = run_cli(prepare_cli.main, ["--force", "--set", f"kaldi_root={corpus}", str(data)], "prepare",
+                           capsys, monkeypatch)
+    first = sorted(SENTENCES)[0]  # the split exported first
+    line = assert_one_line_error(code, errors, f"{data / 'kaldi' / first}: cannot write", "No space left on device")
+    assert f"an earlier {first}, if any, is unchanged" in line, line
+    assert_intact(data, before)
+    assert sorted(p.name for p in (data / "kaldi").iterdir()) == ["dev", "train"]  # no temporary folder
+
+
 def _mount_tmpfs(mountpoint: Path, size: str) -> None:
     mountpoint.mkdir(parents=True)
     if os.geteuid() != 0:

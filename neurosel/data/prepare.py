@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from lhotse.qa import validate_recordings_and_supervisions
 
 from neurosel.data.kaldi_dir import AudioCheck, validate_data_dir
 from neurosel.errors import NeuroselError
-from neurosel.io import atomic_path
+from neurosel.io import atomic_dir, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -185,14 +184,7 @@ def prepare(cfg: PrepareConfig, out_dir: str | Path, num_jobs: int = 1, base_dir
 
 
 def _export_kaldi(recordings: RecordingSet, supervisions: SupervisionSet, dest: Path) -> None:
-    """Kaldi data dir export, written to a temporary folder and renamed into place."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    """Kaldi data dir export, written to a temporary folder and renamed into place (a full disk
+    is an error naming ``dest``)."""
+    with atomic_dir(dest) as tmp:
         export_to_kaldi(recordings, supervisions, tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
