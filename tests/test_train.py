@@ -49,6 +49,7 @@ def test_training_lowers_the_loss_and_writes_its_outputs(tiny_speech: TinySpeech
     assert "validation loss" in (tmp_path / "log" / "train.log").read_text()
     model, model_cfg = load_model(model_path)
     assert model_cfg.fc_norm == "none" and model_cfg.vocab_size == 40
+    assert torch.load(model_path, weights_only=True)["stopped_by"] == "max_steps"
     assert load_model(list_checkpoints(tmp_path)[-1])[1].fc_norm == "batchnorm"  # resumable ones load too
     saved = C.load_yaml(tmp_path / "config.yaml")
     assert saved["model"]["fc_norm"] == "batchnorm" and saved["model"]["vocab_size"] == 40
@@ -82,6 +83,13 @@ def test_killed_run_resumes_to_the_uninterrupted_state(tiny_speech: TinySpeech, 
     # the finished run is complete: the same command again only rewrites model.pt
     run(tiny_config("max_steps=11", *common), tiny_speech, killed)
     assert list_checkpoints(killed)[-1].name == "checkpoint-11.pt"
+
+
+def test_a_model_cut_short_by_max_minutes_says_so(tiny_speech: TinySpeech, tmp_path: Path) -> None:
+    cfg = tiny_config("max_minutes=0.0001", "num_epochs=0", "max_steps=0", "max_duration=6", "lr_schedule=noam")
+    saved = torch.load(run(cfg, tiny_speech, tmp_path), weights_only=True)
+    assert saved["stopped_by"] == "max_minutes" and saved["step"] >= 1
+    assert "cut short by max_minutes=0.0001" in (tmp_path / "log" / "train.log").read_text()
 
 
 def test_empty_cut_set_is_an_error(tiny_speech: TinySpeech, tmp_path: Path) -> None:
@@ -154,3 +162,4 @@ def test_cli_trains_and_reports_bad_input(tiny_speech: TinySpeech, tmp_path: Pat
         train_main(args + [str(tmp_path / "nowhere"), lang, str(tmp_path / "exp2")])
     with pytest.raises(NeuroselError, match="unknown key 'learning_rate'"):
         train_main(args + ["--set", "learning_rate=1", fbank, lang, str(tmp_path / "exp3")])
+

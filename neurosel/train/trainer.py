@@ -18,7 +18,9 @@ each batch and compute the single-process step, so they follow the single-proces
 write the same checkpoints (rank 0 writes every file); a run may resume with another ``num_procs``.
 
 Writes in ``exp_dir``: ``checkpoint-<step>.pt``, ``best.pt`` (lowest validation loss, unfolded),
-``model.pt``, ``config.yaml``, ``log/train.log``, ``tensorboard/``, ``loss.png``.
+``model.pt``, ``config.yaml``, ``log/train.log``, ``tensorboard/``, ``loss.png``. ``model.pt`` records
+``step`` and ``stopped_by`` (``max_steps``, ``num_epochs`` or ``max_minutes``: a model cut short by
+wall time says so).
 """
 
 from __future__ import annotations
@@ -136,9 +138,20 @@ def schedule_length(cfg: TrainConfig, cuts_train: CutSet) -> int:
 
 def finished(cfg: TrainConfig, progress: Progress) -> bool:
     """True once a stopping criterion is met."""
-    return ((cfg.max_steps > 0 and progress.step >= cfg.max_steps)
-            or (cfg.max_minutes > 0 and progress.elapsed_s >= 60 * cfg.max_minutes)
-            or (cfg.num_epochs > 0 and progress.epoch >= cfg.num_epochs))
+    return stopped_by(cfg, progress) is not None
+
+
+def stopped_by(cfg: TrainConfig, progress: Progress) -> str | None:
+    """The criterion that stops training at ``progress`` (``max_steps``, ``num_epochs`` or
+    ``max_minutes``), or None. The two that do not depend on the machine come first: a run that
+    reaches its step or epoch limit as its time runs out ends where an unhurried run would."""
+    if cfg.max_steps > 0 and progress.step >= cfg.max_steps:
+        return "max_steps"
+    if cfg.num_epochs > 0 and progress.epoch >= cfg.num_epochs:
+        return "num_epochs"
+    if cfg.max_minutes > 0 and progress.elapsed_s >= 60 * cfg.max_minutes:
+        return "max_minutes"
+    return None
 
 
 def check_resumable(path: Path, saved: dict, current: dict) -> None:
@@ -353,9 +366,16 @@ def finalize(cfg: TrainConfig, exp_dir: Path, progress: Progress) -> Path:
     model.load_state_dict(weights)
     fold_norms(model.eval())
     path = exp_dir / "model.pt"
-    save_model(model, path, train_config=asdict(cfg), step=progress.step, sources=[p.name for p in sources])
+    reason = stopped_by(cfg, progress)
+    save_model(model, path, train_config=asdict(cfg), step=progress.step, sources=[p.name for p in sources],
+               stopped_by=reason)
     plot_losses(progress.train_losses, progress.valid, exp_dir / "loss.png")
-    log.info("wrote %s from %s; %d steps, %d epochs, %.1f min, %.0f frames/s, best validation loss %.4f",
-             path, ", ".join(p.name for p in sources), progress.step, progress.epoch, progress.elapsed_s / 60,
-             progress.frames / max(progress.elapsed_s, 1e-9), progress.best_valid_loss)
+    log.info("wrote %s from %s; %d steps, %d epochs, %.1f min, %.0f frames/s, best validation loss %.4f; "
+             "stopped by %s", path, ", ".join(p.name for p in sources), progress.step, progress.epoch,
+             progress.elapsed_s / 60, progress.frames / max(progress.elapsed_s, 1e-9), progress.best_valid_loss,
+             reason)
+    if reason == "max_minutes":
+        log.warning("training was cut short by max_minutes=%g after %d steps (%d epochs); another run of this "
+                    "config on a machine with another load stops at another step", cfg.max_minutes,
+                    progress.step, progress.epoch)
     return path
