@@ -163,3 +163,27 @@ def test_cli_trains_and_reports_bad_input(tiny_speech: TinySpeech, tmp_path: Pat
     with pytest.raises(NeuroselError, match="unknown key 'learning_rate'"):
         train_main(args + ["--set", "learning_rate=1", fbank, lang, str(tmp_path / "exp3")])
 
+
+def test_a_changed_config_keeps_the_old_model_until_the_new_one_replaces_it(
+        tiny_speech: TinySpeech, tmp_path: Path, monkeypatch) -> None:
+    from neurosel.bin import train as train_cli
+
+    args = ["--config", str(CONF / "train.yaml"), "--quiet"]
+    for item in TINY_MODEL + ["max_steps=2", "num_epochs=0", "max_duration=6"]:
+        args += ["--set", item]
+    paths = [str(tiny_speech.fbank_dir), str(tiny_speech.lang_dir), str(tmp_path)]
+    assert train_main(args + paths) == 0
+    old = (tmp_path / "model.pt").read_bytes()
+
+    def killed(*a, **k):  # the new run dies before it writes a model
+        assert not list_checkpoints(tmp_path)  # the old run's checkpoints cannot be resumed: gone
+        raise NeuroselError("killed")
+
+    monkeypatch.setattr(train_cli, "train", killed)
+    with pytest.raises(NeuroselError, match="killed"):
+        train_main(args + ["--set", "lr=0.01"] + paths)
+    assert (tmp_path / "model.pt").read_bytes() == old and not (tmp_path / ".done").exists()
+    monkeypatch.undo()
+    assert train_main(args + ["--set", "lr=0.01"] + paths) == 0
+    new = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert new["train_config"]["lr"] == 0.01 and (tmp_path / ".done").is_file()

@@ -100,11 +100,14 @@ def run_stage(args: argparse.Namespace, cfg: TrainConfig, inputs: list[Path], gr
     check_transcripts(inputs[:2], args.lang_dir / "bpe.model")  # before anything of a finished run goes
     if group.is_main:
         if state == "stale" or args.force:
-            # a finished model of another config: its checkpoints cannot be resumed, start afresh
-            log.info("stage 3 (train): %s; removing the old checkpoints and training from scratch",
+            # a finished model of another config: its checkpoints cannot be resumed, start afresh.
+            # Its model.pt (and best.pt) stay until the new run replaces them, so a failed or killed
+            # new run loses nothing; until then there is no marker, and run.sh stops at stage 3.
+            log.info("stage 3 (train): %s; removing the old checkpoints and training from scratch (the old "
+                     "model.pt stays until the new one replaces it)",
                      "--force given" if args.force else "config or inputs changed since the last run")
-            for old in list_checkpoints(args.exp_dir) + [args.exp_dir / "model.pt"]:
-                old.unlink(missing_ok=True)
+            for old in list_checkpoints(args.exp_dir):
+                old.unlink()
         clear(args.exp_dir)  # a killed run (no marker) resumes from its newest checkpoint
     group.barrier()
     quiet = not show_progress(args)
