@@ -79,6 +79,25 @@ def test_atomic_path_keeps_old_file_on_failure(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
 
+def test_checkpoints_are_flushed_to_disk_before_the_rename(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    from neurosel import io
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(io.os, "fsync", fsync)
+    io.torch_save({"step": 1}, tmp_path / "checkpoint-1.pt")
+    write_text(tmp_path / "out.txt", "small")  # the many small files are not synced (docs/reliability.md)
+    assert len(synced) == 1 and io.is_temporary(synced[0]) and Path(synced[0]).parent == tmp_path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-1.pt", "out.txt"]
+
+
 _TERMINATED_WRITER = """
 import os, signal, sys
 from pathlib import Path
