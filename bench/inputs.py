@@ -3,6 +3,8 @@ its cut sets, so that a benchmark costs the same whatever the size of the corpus
 
 from __future__ import annotations
 
+import gzip
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,25 @@ class Workdir:
     @property
     def decode_config(self) -> Path:
         return self.root / "exp" / "decode" / "baseline" / "decode.yaml"
+
+    def storage_root(self) -> Path:
+        """The folder the manifests' relative feature paths (``egs/synth/data/fbank/...``) are
+        relative to: the root of the checkout the run was made in (``REPO`` for ``egs/synth``; the
+        other checkout's root for a run in another tree). Found as the nearest ancestor of the work
+        dir under which the first feature file of a manifest exists; ``REPO`` when the paths are
+        absolute or resolve nowhere."""
+        manifests = sorted(self.fbank.glob("cuts_*.jsonl.gz"))
+        if not manifests:
+            return REPO
+        with gzip.open(manifests[0], "rt") as f:
+            first = f.readline()
+        storage = (json.loads(first).get("features") or {}).get("storage_path", "") if first.strip() else ""
+        if not storage or Path(storage).is_absolute():
+            return REPO
+        for folder in [self.root, *self.root.parents]:
+            if (folder / storage).exists():
+                return folder
+        return REPO
 
     def missing(self) -> list[Path]:
         """The required files that are not there."""

@@ -1,11 +1,12 @@
 """Run the benchmarks and write ``bench/results.json`` and ``bench/RESULTS.md``.
 
-    python -m bench.run [--only features,train,saliency,decode,prune,e2e,scaling] [--quick]
+    python -m bench.run [--only features,train,saliency,decode,prune,e2e,scaling,cluster] [--quick]
                         [--workdir DIR] [--e2e-log FILE | --e2e-fresh default|tiny] ...
 
 The micro-benchmarks (features, train, saliency, decode, prune) read a finished run of stages
 0-4 (``--workdir``, default ``egs/synth``); scaling reads its stage 0 manifests and model; the
-end-to-end section reads the console log or step logs of a run (see ``bench.e2e``). Nothing is
+end-to-end section reads the console log or step logs of a run (see ``bench.e2e``); cluster times
+its decode step through run.pl and slurm.pl and 1- against 2-process training. Nothing is
 written into the work dir: scratch files go to ``--scratch`` and are removed.
 """
 
@@ -22,14 +23,14 @@ from pathlib import Path
 
 import torch
 
-from bench import decoding, e2e, features, pruning, report, saliency, scaling, training
+from bench import cluster, decoding, e2e, features, pruning, report, saliency, scaling, training
 from bench.common import REPO, Section, load_average, machine
 from bench.inputs import find_workdir
 from neurosel.io import write_text
 
 MICRO = {"features": features.run, "train": training.run, "saliency": saliency.run, "decode": decoding.run,
          "prune": pruning.run}
-ALL = list(MICRO) + ["e2e", "scaling"]
+ALL = list(MICRO) + ["e2e", "scaling", "cluster"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     args.e2e_log = [p.resolve() for p in args.e2e_log]
     os.chdir(REPO)  # recipe manifests name their feature files relative to the repository root
     snapshot = machine(torch.get_num_threads())
-    needs_run = any(s in MICRO or s == "scaling" for s in args.only)
+    needs_run = any(s in MICRO or s in ("scaling", "cluster") for s in args.only)
     work = find_workdir(args.workdir) if needs_run else None
+    if work is not None:  # a run in another checkout names its features relative to that checkout
+        os.chdir(work.storage_root())
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="neurosel_bench_"))
     scratch.mkdir(parents=True, exist_ok=True)
     sections: list[Section] = []
@@ -83,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "e2e":
                 e2e_dir = args.e2e_workdir or args.workdir or REPO / "egs" / "synth"
                 section = e2e.run(e2e_dir, args.e2e_log, args.e2e_fresh, scratch)
+            elif name == "cluster":
+                section = cluster.run(work, scratch, args.quick)
             else:
                 section = scaling.run(work, scratch, args.quick, args.scaling_nj, args.scaling_epochs,
                                       args.scaling_repeats)

@@ -4,7 +4,7 @@
 # The trainer writes its own log/train.log; the launcher's log of the job is log/job.log.
 # --num-procs N trains with N processes in the one job (torch.distributed, each with the config's
 # num_threads torch threads), and asks the launcher for N x --num-threads CPUs. Multi-node
-# training on Slurm is started with srun instead (see the README's "Jobs and clusters").
+# training on Slurm is started with srun instead (see the README's "Clusters").
 set -euo pipefail
 
 config=

@@ -3,7 +3,9 @@ launcher and by run.sh's own log function, Lhotse cuts). No timing is asserted."
 
 from __future__ import annotations
 
+import gzip
 import json
+import logging
 import subprocess
 from pathlib import Path
 
@@ -11,9 +13,9 @@ import pytest
 from lhotse import CutSet
 from lhotse.testing.dummies import dummy_cut
 
-from bench import e2e, report, scaling
+from bench import cluster, e2e, report, scaling
 from bench.common import Metric, Section, interleaved, run_child
-from bench.inputs import take_count, take_seconds
+from bench.inputs import Workdir, take_count, take_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,6 +112,44 @@ def test_linear_fit_and_superlinearity():
     assert fixed == pytest.approx(3.0) and per_unit == pytest.approx(2.0)
     assert scaling.superlinearity([1, 2, 4], [5.0, 7.0, 11.0]) == pytest.approx(1.0)
     assert scaling.superlinearity([1, 2, 4], [5.0, 7.0, 15.0]) == pytest.approx(2.0)
+
+
+def test_cluster_times_steps_from_the_train_log_and_jobs_from_launcher_logs(tmp_path):
+    log = tmp_path / "train.log"
+    handler = logging.FileHandler(log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))  # the trainer's
+    logger = logging.getLogger("neurosel.train")
+    logger.addHandler(handler)
+    old_level, logger.propagate = logger.level, False
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info("training x: 5 parameters")
+        for step in (5, 10, 15):
+            logger.info("epoch 0 step %d: loss 1.0000 lr 1.00e-03, 5.00 steps/s, 20000 frames/s", step)
+        logger.info("epoch 0 step 15: validation loss 1.0 per token")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.setLevel(old_level)
+        logger.propagate = True
+    per_step, timed = cluster.seconds_per_step(log)
+    assert timed == 10 and 0 <= per_step < 1
+    run_pl(tmp_path, "dec/log/decode.JOB.log", "sleep 1", jobs=2)
+    assert cluster.longest_job(tmp_path / "dec" / "log") >= 1
+
+
+def test_workdir_of_another_checkout_runs_steps_from_a_linked_root(tmp_path):
+    other = tmp_path / "other"
+    fbank = other / "egs" / "x" / "data" / "fbank"
+    (fbank / "feats_test").mkdir(parents=True)
+    (fbank / "feats_test" / "1.lca").write_bytes(b"")
+    with gzip.open(fbank / "cuts_test.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"id": "a", "features": {"storage_path": "egs/x/data/fbank/feats_test/1.lca"}}) + "\n")
+    work = Workdir(other / "egs" / "x")
+    assert work.storage_root() == other
+    root = cluster.step_root(work, tmp_path / "scratch")
+    assert (root / "egs/x/data/fbank/feats_test/1.lca").is_file() and (root / "steps" / "decode.sh").is_file()
+    assert cluster.step_root(Workdir(tmp_path / "no_run"), tmp_path / "s2") == ROOT  # nothing to relocate
 
 
 def test_results_merge_record_and_render(tmp_path):
