@@ -24,9 +24,10 @@ from neurosel.train.distributed import Launch, ProcessGroup, launch_from_env
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "egs" / "synth" / "conf"
 # A small model on batches of at most 3 s (3-4 cuts of the tiny corpus; the 9th batch of epoch 0
-# holds a single cut, so one process gets an empty share). No dropout: the processes' RNG streams
-# differ from the single process's.
-SETTINGS = ["model.conv_channels=[4,4]", "model.fc_dims=[32,32]", "model.dropout=0.0", "num_threads=1",
+# holds a single cut, so one process gets an empty share). No dropout and no feature perturbation:
+# the processes' RNG streams differ from the single process's.
+SETTINGS = ["model.conv_channels=[4,4]", "model.fc_dims=[32,32]", "model.dropout=0.0", "feature_warp.enabled=false",
+            "num_threads=1",
             "num_epochs=0", "max_duration=3", "checkpoint_every=5", "keep_last=2", "average_last=2",
             "lr=0.01", "warmup_steps=3", "lr_schedule=noam", "log_every=1"]
 

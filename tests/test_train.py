@@ -5,17 +5,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from fixtures_speech import TinySpeech, tiny_speech  # noqa: F401  (session fixture)
 from lhotse import CutSet, load_manifest
+from lhotse.utils import LOG_EPSILON
 
 from neurosel import config as C
 from neurosel.bin.train import main as train_main
 from neurosel.errors import NeuroselError
 from neurosel.model import ModelConfig, build_model, load_model
-from neurosel.train import CtcDataset, TrainConfig, ctc_loss_sum, load_bpe, load_cmvn, make_sampler, train
+from neurosel.train import (CtcDataset, FeatureWarpConfig, TrainConfig, ctc_loss_sum, load_bpe, load_cmvn, make_sampler,
+                            train)
 from neurosel.train.checkpoint import list_checkpoints
+from neurosel.train.data import stretch_time, warp_frequency
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "egs" / "synth" / "conf"
@@ -59,7 +63,7 @@ def test_killed_run_resumes_to_the_uninterrupted_state(tiny_speech: TinySpeech, 
     # dropout, SpecAugment (python + numpy RNG) and a shuffled sampler all have to resume exactly
     common = ["num_epochs=0", "max_duration=4", "checkpoint_every=3", "keep_last=3", "average_last=3",
               "lr_schedule=noam", "model.dropout=0.2", "spec_augment.enabled=true",
-              "spec_augment.time_warp_factor=5"]
+              "spec_augment.time_warp_factor=5", "feature_warp.enabled=true"]
     run(tiny_config("max_steps=11", *common), tiny_speech, tmp_path / "straight")
 
     killed = tmp_path / "killed"
@@ -108,7 +112,8 @@ def test_shipped_configs_overfit_and_greedy_decode_a_training_utterance(
         tiny_speech: TinySpeech, tmp_path: Path, config_file: str) -> None:
     cuts = load_manifest(tiny_speech.fbank_dir / "cuts_train.jsonl.gz").subset(first=4)
     cfg = tiny_config("num_epochs=100", "max_minutes=0", "max_duration=100", "lr=0.02", "warmup_steps=5",
-                      "weight_decay=0.0", "model.dropout=0.0", "model.conv_channels=[8,8]", "model.fc_dims=[64,64]",
+                      "weight_decay=0.0", "model.dropout=0.0", "feature_warp.enabled=false",
+                      "model.conv_channels=[8,8]", "model.fc_dims=[64,64]",
                       config_file=CONF / config_file)
     model, _ = load_model(run(cfg, tiny_speech, tmp_path, train_cuts=cuts))
     sp = load_bpe(tiny_speech.lang_dir)
@@ -134,6 +139,51 @@ def test_loss_weights_scale_each_utterance(tiny_speech: TinySpeech) -> None:
     assert float(ctc_loss_sum(model, batch)[0]) == 0.0
     batch.weights = torch.tensor([2.0, 2.0, 2.0])
     assert float(ctc_loss_sum(model, batch)[0]) == pytest.approx(2 * float(plain), rel=1e-5)
+
+
+def _tone_fbank(hz: float) -> torch.Tensor:
+    """(T, 80) log-mel features of one second of a 16 kHz sine tone of ``hz`` Hz plus faint noise."""
+    from lhotse import Fbank, FbankConfig
+    t = np.arange(16000) / 16000
+    audio = 0.5 * np.sin(2 * np.pi * hz * t) + 1e-4 * np.random.default_rng(0).standard_normal(16000)
+    feats = Fbank(FbankConfig(sampling_rate=16000, num_filters=80)).extract(audio.astype(np.float32), 16000)
+    return torch.from_numpy(feats)
+
+
+def test_frequency_warp_turns_a_tone_into_a_higher_or_lower_one() -> None:
+    low, high = _tone_fbank(1000.0), _tone_fbank(1150.0)
+    assert torch.allclose(warp_frequency(low, 1.0), low, atol=1e-4)
+    peak = int(high.mean(0).argmax())
+    assert int(low.mean(0).argmax()) < peak - 1  # the two tones are bins apart
+    up, down = warp_frequency(low, 1.15), warp_frequency(high, 1 / 1.15)
+    assert abs(int(up.mean(0).argmax()) - peak) <= 1
+    assert abs(int(down.mean(0).argmax()) - int(low.mean(0).argmax())) <= 1
+    # the whole warped spectrum, not just its peak, is close to the other tone's
+    assert float(torch.corrcoef(torch.stack([up.mean(0), high.mean(0)]))[0, 1]) > 0.95
+    assert stretch_time(low, 1.25).shape == (round(low.shape[0] / 1.25), 80)
+    assert stretch_time(low, 0.8).shape == (round(low.shape[0] / 0.8), 80)
+
+
+def test_feature_warp_perturbs_each_training_utterance(tiny_speech: TinySpeech) -> None:
+    cuts = load_manifest(tiny_speech.fbank_dir / "cuts_train.jsonl.gz").subset(first=4)
+    sp, cmvn = load_bpe(tiny_speech.lang_dir), load_cmvn(tiny_speech.fbank_dir / "cmvn.npz")
+    plain = CtcDataset(sp, cmvn)[cuts]
+    off = CtcDataset(sp, cmvn, feature_warp=FeatureWarpConfig(enabled=False))[cuts]
+    torch.testing.assert_close(off.feats, plain.feats)
+    torch.manual_seed(1)
+    warped = CtcDataset(sp, cmvn, feature_warp=FeatureWarpConfig(enabled=True, freq_warp=0.2, time_stretch=0.2))[cuts]
+    assert torch.equal(warped.targets, plain.targets) and warped.cut_ids == plain.cut_ids
+    assert not torch.equal(warped.feat_lens, plain.feat_lens)
+    assert torch.all(warped.feat_lens >= (plain.feat_lens / 1.2).floor())
+    assert torch.all(warped.feat_lens <= (plain.feat_lens / 0.8).ceil())
+    assert warped.feats.shape[1] == int(warped.feat_lens.max())
+    for i, n in enumerate(warped.feat_lens.tolist()):  # padded as Lhotse pads, then normalised
+        if n < warped.feats.shape[1]:
+            torch.testing.assert_close(warped.feats[i, n:], ((LOG_EPSILON - cmvn[0]) / cmvn[1]).expand(
+                warped.feats.shape[1] - n, -1))
+    torch.manual_seed(1)
+    again = CtcDataset(sp, cmvn, feature_warp=FeatureWarpConfig(enabled=True, freq_warp=0.2, time_stretch=0.2))[cuts]
+    torch.testing.assert_close(again.feats, warped.feats)  # torch's RNG (saved in checkpoints) drives it
 
 
 def test_sampler_state_resumes_mid_epoch(tiny_speech: TinySpeech) -> None:

@@ -44,7 +44,8 @@ from neurosel.io import torch_load
 from neurosel.model import ModelConfig, build_model, fold_norms, save_model
 from neurosel.train.checkpoint import (average_model_states, list_checkpoints, load_checkpoint, restore_rng_state,
                                        rng_state, save_checkpoint, seed_rngs)
-from neurosel.train.data import Batch, CtcDataset, SpecAugmentConfig, load_bpe, load_cmvn, make_sampler
+from neurosel.train.data import (Batch, CtcDataset, FeatureWarpConfig, SpecAugmentConfig, load_bpe, load_cmvn,
+                                 make_sampler)
 from neurosel.train.distributed import SINGLE, ProcessGroup, backend, process_seed
 from neurosel.train.loop import evaluate, run_steps
 from neurosel.train.plot import plot_losses
@@ -64,6 +65,7 @@ class TrainConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    feature_warp: FeatureWarpConfig = field(default_factory=FeatureWarpConfig)
     seed: int = 0
     num_threads: int = 2  # torch threads of each training process
     num_procs: int = 1  # training processes sharing each batch (torch.distributed; see train/distributed.py)
@@ -235,7 +237,7 @@ def _train(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: Pat
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total_steps))
     sampler = make_sampler(cuts_train, cfg.max_duration, shuffle=True, seed=cfg.seed, num_buckets=cfg.num_buckets)
     dev_sampler = make_sampler(cuts_dev, cfg.max_duration, shuffle=False, num_buckets=cfg.num_buckets)
-    dataset, dev_dataset = CtcDataset(sp, cmvn, cfg.spec_augment), CtcDataset(sp, cmvn)
+    dataset, dev_dataset = CtcDataset(sp, cmvn, cfg.spec_augment, cfg.feature_warp), CtcDataset(sp, cmvn)
     progress = Progress()
 
     checkpoints = list_checkpoints(exp_dir)
