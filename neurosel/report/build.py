@@ -91,7 +91,8 @@ def verdicts(summary: dict, comparisons: list[Comparison], ood: list[str], prune
         r = c.result
         better = r.difference < 0
         sure = r.ci_high < 0 or r.ci_low > 0
-        out.append(f"{c.name}: {c.system_b} {'beats' if better else 'does not beat'} {c.system_a} "
+        verb = ("beats" if better else "is worse than") if sure else "does not differ significantly from"
+        out.append(f"{c.name}: {c.system_b} {verb} {c.system_a} "
                    f"({r.wer_b:.2f} vs {r.wer_a:.2f}, difference {r.difference:+.2f}, 95% CI "
                    f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}], p(B better) {r.p_b_better:.3f}; "
                    f"{'significant' if sure else 'not significant'} at 95%).")

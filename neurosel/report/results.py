@@ -88,7 +88,8 @@ def compare(name: str, a: SystemResults, b: SystemResults, test_sets: list[str],
 def paper_comparisons(systems: dict[str, SystemResults], summary: dict) -> list[Comparison]:
     """(a) hyper+hypo removal vs random removal on every OOD test set, with mean folding and (when
     run) without; (b) selective-then-full vs the best blind adaptation system (lowest mean OOD
-    WER) on every OOD test set."""
+    WER) on every OOD test set; (c) selective-then-full vs random-neurons-then-full, the control
+    that tells the choice of the hyper/hypo neurons from the two-phase schedule itself."""
     out = []
     ood = lambda s: sorted(t for t in systems[s].runs if is_test_set(t) and t != "test")  # noqa: E731
     for suffix, how in (("", ""), ("_nofold", ", no mean folding")):
@@ -103,5 +104,10 @@ def paper_comparisons(systems: dict[str, SystemResults], summary: dict) -> list[
         sets = sorted(set(ood("adapt_selective_full")) & set(ood(best)))
         if sets:
             out.append(compare(f"selective+full vs best blind ({best})", systems[best],
+                               systems["adapt_selective_full"], sets))
+    if "adapt_selective_full" in systems and "adapt_random_full" in systems:
+        sets = sorted(set(ood("adapt_selective_full")) & set(ood("adapt_random_full")))
+        if sets:
+            out.append(compare("selective+full vs random neurons+full", systems["adapt_random_full"],
                                systems["adapt_selective_full"], sets))
     return out
