@@ -217,6 +217,25 @@ def test_learning_rates_searched_once_per_system(stage, tmp_path):
     assert [p["lr"] for p in record["phases"]] == [1e-5, 1e-5]
 
 
+def test_pending_lists_exactly_the_work_left(stage, tmp_path, capsys):
+    from neurosel.bin import adapt as adapt_cli
+
+    root, _ = stage
+    sets = ["--set", "systems=[adapt_all]", "--set", "pooled_systems=[]", "--set", "num_seeds=1",
+            "--set", "steps=4", "--set", "max_duration=8.0", "--set", "lr_grid=[1.0e-3]", "--set", "lr_search=system"]
+    args = [*sets, "--pseudo-dir", str(root / "exp" / "decode" / "baseline"),
+            str(root / "model.pt"), str(root / "lang"), str(root / "fbank"), str(tmp_path / "exp")]
+
+    def pending() -> str:
+        capsys.readouterr()
+        assert adapt_cli.main(["pending", "--what", "tunes", *args]) == 0
+        return capsys.readouterr().out
+
+    assert pending() == "1\n"
+    assert adapt_cli.main(["tune", "--unit", "1", *args]) == 0
+    assert pending() == ""  # not an empty line: a launcher would count it as one job
+
+
 def test_pseudo_label_selection_and_report(stage):
     root, _ = stage
     labels = PseudoLabels(tokens={"a": [3, 4], "b": [], "c": [5], "d": [6, 7]},

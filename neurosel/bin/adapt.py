@@ -168,14 +168,16 @@ def main(argv: list[str] | None = None) -> int:
         run_tune(tunes[index], paths, cfg, conditions, args.force)
         return 0
     if args.action == "pending" and args.what == "tunes":
-        print("\n".join(str(i + 1) for i, u in enumerate(tunes)
-                        if args.force or not tune_done(u, paths, cfg, conditions)))
+        for i, u in enumerate(tunes):  # one line each, nothing at all when none is pending
+            if args.force or not tune_done(u, paths, cfg, conditions):
+                print(i + 1)
         return 0
     if args.decode_config is None:
         raise NeuroselError(f"action {args.action} needs --decode-config (the baseline's tuned decode.yaml)")
     if args.action == "pending":
-        print("\n".join(str(i + 1) for i, u in enumerate(units)
-                        if args.force or not unit_done(u, paths, cfg, conditions, args.decode_config)))
+        for i, u in enumerate(units):
+            if args.force or not unit_done(u, paths, cfg, conditions, args.decode_config):
+                print(i + 1)
         return 0
     if args.action == "status":
         todo_tunes = [u for u in tunes if not tune_done(u, paths, cfg, conditions)]
