@@ -2,12 +2,9 @@
 
 ``python -m neurosel.bin.adapt list   [cfg] --seed S <model.pt> <lang> <fbank> <exp-dir>``
     print the units, one per line (``<system-dir> <condition>``); their count is N for JOB=1:N
-``python -m neurosel.bin.adapt tunes  [cfg] --seed S <model.pt> <lang> <fbank> <exp-dir>``
-    print the systems whose learning rates are searched first (``lr_search: system``; none with
-    ``lr_search: unit``), one per line
 ``python -m neurosel.bin.adapt tune   [cfg] --seed S --unit J <model.pt> <lang> <fbank> <exp-dir>``
-    search the learning rates of system J of ``tunes`` (``<exp-dir>/adapt/lr/<system>/``) unless
-    up to date
+    search the learning rates of system J of ``systems`` + ``pooled_systems`` (with
+    ``lr_search: system``) into ``<exp-dir>/adapt/lr/<system>/`` unless up to date
 ``python -m neurosel.bin.adapt unit   [cfg] --seed S --unit J --decode-config Y <model.pt> <lang> <fbank> <exp-dir>``
     unit J of N: adapt (``<exp-dir>/adapt/...``) unless up to date, then decode its sets
     (``<exp-dir>/decode/...``) with the decode config Y unless up to date
@@ -129,7 +126,7 @@ def wer_table(units: list[Unit], paths: StagePaths, conditions: list[str]) -> st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adapt", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["list", "tunes", "tune", "unit", "pending", "status", "table"])
+    parser.add_argument("action", choices=["list", "tune", "unit", "pending", "status", "table"])
     config_args(parser)
     parser.add_argument("--seed", type=int, default=42, help="first seed; seeds are seed..seed+num_seeds-1")
     parser.add_argument("--unit", type=int, default=0, help="1-based index (actions tune and unit)")
@@ -155,9 +152,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.action == "list":
         print("\n".join(f"{u.model_dir(paths.adapt).relative_to(paths.adapt)} {u.condition}" for u in units))
-        return 0
-    if args.action == "tunes":
-        print("\n".join(u.system for u in tunes))
         return 0
     if args.action == "table":
         print(wer_table(units, paths, conditions))
