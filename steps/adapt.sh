@@ -4,7 +4,8 @@
 #    (default <exp-dir>/decode/baseline/ood_adapt_<c>/{tokens,confidence}.txt);
 # 2. with lr_search: system, each system's learning-rate search on the pooled adaptation sets as
 #    one job through --cmd -> <exp-dir>/adapt/lr/<system>/rates.json;
-# 3. every (system, seed, condition) unit as one job through --cmd: adapt into
+# 3. the (system, seed, condition) units, one job through --cmd per (system, seed) running its
+#    conditions one after the other: adapt into
 #    <exp-dir>/adapt/<system>.s<seed>/adapted_<c>/ and decode into
 #    <exp-dir>/decode/<system>.s<seed>/adapted_<c>/{ood_<c>,test}/ (pooled systems:
 #    <exp-dir>/adapt/<system>_pooled.s<seed>/ and <exp-dir>/decode/<system>_pooled.s<seed>/<set>/);
@@ -57,7 +58,7 @@ steps/decode.sh --cmd "$decode_cmd" --nj "$nj" --config "$decode_config" \
   "$model" "$lang" "$fbank" "$pseudo_dir" "$adapt_sets"
 
 stage_opts="$(config_opts)--seed $seed --decode-config $decode_config --saliency-dir $saliency_dir --pseudo-dir $pseudo_dir"
-# launch the pending searches, then the pending units: JOB=1:n picks the n-th number of the list
+# launch the pending searches, then the pending units: JOB=1:n runs the numbers on the n-th line of the list
 launch_pending() {  # <what: tunes|units> <action: tune|unit> <log name>
   local list=$exp/adapt/log/pending.$1 n
   mkdir -p "$exp/adapt/log"

@@ -268,6 +268,34 @@ def test_units_split_and_budget():
     assert phase_steps(SYSTEMS["adapt_all"], 61, 0.5) == [61]
 
 
+def test_pending_units_run_as_one_job_per_system_and_seed(tmp_path):
+    import argparse
+
+    from neurosel.bin.adapt import chosen_indices, pending_jobs
+
+    units = list_units(AdaptConfig(systems=["adapt_all", "adapt_lhuc"], pooled_systems=["adapt_all"], num_seeds=2),
+                       ["noise", "telephone"], seed=7)
+    # units 1-8: (all, 7) noise/telephone, (all, 8) ..., (lhuc, 7) ..., (lhuc, 8) ...; 9-10 pooled all s7, s8
+    todo = [True, True, False, True, False, False, True, False, True, True]
+    jobs = pending_jobs(units, todo)
+    assert jobs == [[1, 2], [4], [7], [9], [10]]
+    listing = tmp_path / "pending.units"
+    listing.write_text("".join(" ".join(map(str, job)) + "\n" for job in jobs))
+    args = argparse.Namespace(unit=1, units_from=listing)
+    assert chosen_indices(args, len(units)) == [0, 1]
+    args.unit = 5
+    assert [units[i] for i in chosen_indices(args, len(units))] == [Unit("adapt_all", 8, POOLED)]
+    args.unit = 6
+    with pytest.raises(NeuroselError, match="has 5 lines, no line 6"):
+        chosen_indices(args, len(units))
+    listing.write_text("1 2\n11\n")
+    args.unit = 2
+    with pytest.raises(NeuroselError, match="unit 11 is not in 1..10"):
+        chosen_indices(args, len(units))
+    assert chosen_indices(argparse.Namespace(unit=3, units_from=None), len(units)) == [2]
+    assert pending_jobs(units, [False] * len(units)) == []
+
+
 def test_entropy_minimisation_lowers_the_output_entropy(stage):
     root, _ = stage
     _, record = run(root, "adapt_entropy", steps=6)

@@ -9,9 +9,11 @@
     unit J of N: adapt (``<exp-dir>/adapt/...``) unless up to date, then decode its sets
     (``<exp-dir>/decode/...``) with the decode config Y unless up to date
 ``python -m neurosel.bin.adapt pending [cfg] --seed S --what tunes|units [--decode-config Y] ...``
-    print the numbers J of the searches or units that are not up to date, one per line; with
-    ``--units-from FILE`` the ``tune``/``unit`` actions take their J-th number from FILE, so a
-    launcher's ``JOB=1:<count>`` runs only those
+    print the jobs left to run, one line each: the number of a search that is not up to date, or
+    the numbers of the units of one (system, seed) that are not (its conditions run in one
+    process, which saves a Python and torch start per unit); with ``--units-from FILE`` the
+    ``tune``/``unit`` actions run the numbers on FILE's J-th line, so a launcher's
+    ``JOB=1:<lines>`` runs only those
 ``python -m neurosel.bin.adapt status [cfg] --seed S --decode-config Y <model.pt> <lang> <fbank> <exp-dir>``
     exit 0 if every search and unit is done (adapted, decoded) and up to date, 1 otherwise
 ``python -m neurosel.bin.adapt table  [cfg] --seed S <model.pt> <lang> <fbank> <exp-dir>``
@@ -64,21 +66,33 @@ def tune_done(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[
     return status(rates_path(paths.adapt, unit.system).parent, digest) == "done"
 
 
-def chosen_index(args: argparse.Namespace, count: int) -> int:
-    """The 0-based index of the search or unit this job runs: ``--unit J`` itself, or the J-th
-    number of ``--units-from``."""
-    number = args.unit
+def chosen_indices(args: argparse.Namespace, count: int) -> list[int]:
+    """The 0-based indices of the searches or units this job runs: ``--unit J`` itself, or the
+    numbers on the J-th line of ``--units-from``."""
+    numbers = [args.unit]
     if args.units_from is not None:
         try:
-            numbers = [int(line) for line in args.units_from.read_text().split()]
+            lines = [[int(n) for n in line.split()] for line in args.units_from.read_text().splitlines()
+                     if line.strip()]
         except (OSError, ValueError) as e:
-            raise NeuroselError(f"{args.units_from}: not a list of unit numbers ({e})") from None
-        if not 1 <= args.unit <= len(numbers):
-            raise NeuroselError(f"{args.units_from}: has {len(numbers)} numbers, no number {args.unit}")
-        number = numbers[args.unit - 1]
-    if not 1 <= number <= count:
-        raise NeuroselError(f"--unit {number} is not in 1..{count}")
-    return number - 1
+            raise NeuroselError(f"{args.units_from}: not lines of unit numbers ({e})") from None
+        if not 1 <= args.unit <= len(lines):
+            raise NeuroselError(f"{args.units_from}: has {len(lines)} lines, no line {args.unit}")
+        numbers = lines[args.unit - 1]
+    for number in numbers:
+        if not 1 <= number <= count:
+            raise NeuroselError(f"unit {number} is not in 1..{count}")
+    return [n - 1 for n in numbers]
+
+
+def pending_jobs(units: list[Unit], todo: list[bool]) -> list[list[int]]:
+    """The 1-based numbers of the units left to run, grouped into one job per (system, seed, pooled
+    or not), in unit order."""
+    jobs: dict[tuple[str, int, bool], list[int]] = {}
+    for i, (unit, left) in enumerate(zip(units, todo)):
+        if left:
+            jobs.setdefault((unit.system, unit.seed, unit.condition == POOLED), []).append(i + 1)
+    return list(jobs.values())
 
 
 def run_and_decode(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[str], decode_config: Path,
@@ -130,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     config_args(parser)
     parser.add_argument("--seed", type=int, default=42, help="first seed; seeds are seed..seed+num_seeds-1")
     parser.add_argument("--unit", type=int, default=0, help="1-based index (actions tune and unit)")
-    parser.add_argument("--units-from", type=Path, help="file of numbers: --unit J picks its J-th (see pending)")
+    parser.add_argument("--units-from", type=Path, help="file of jobs: --unit J runs the numbers on its J-th line "
+                        "(see pending)")
     parser.add_argument("--what", choices=["tunes", "units"], default="units", help="action pending: of which")
     parser.add_argument("--decode-config", type=Path, help="the tuned decode config of the baseline")
     parser.add_argument("--saliency-dir", type=Path, help="default <exp-dir>/saliency")
@@ -157,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         print(wer_table(units, paths, conditions))
         return 0
     if args.action == "tune":
-        index = chosen_index(args, len(tunes))
-        log.info("learning-rate search %d of %d: %s", index + 1, len(tunes), tunes[index].system)
-        run_tune(tunes[index], paths, cfg, conditions, args.force)
+        for index in chosen_indices(args, len(tunes)):
+            log.info("learning-rate search %d of %d: %s", index + 1, len(tunes), tunes[index].system)
+            run_tune(tunes[index], paths, cfg, conditions, args.force)
         return 0
     if args.action == "pending" and args.what == "tunes":
         for i, u in enumerate(tunes):  # one line each, nothing at all when none is pending
@@ -169,9 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.decode_config is None:
         raise NeuroselError(f"action {args.action} needs --decode-config (the baseline's tuned decode.yaml)")
     if args.action == "pending":
-        for i, u in enumerate(units):
-            if args.force or not unit_done(u, paths, cfg, conditions, args.decode_config):
-                print(i + 1)
+        todo = [args.force or not unit_done(u, paths, cfg, conditions, args.decode_config) for u in units]
+        for numbers in pending_jobs(units, todo):
+            print(" ".join(map(str, numbers)))
         return 0
     if args.action == "status":
         todo_tunes = [u for u in tunes if not tune_done(u, paths, cfg, conditions)]
@@ -184,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("every learning-rate search (%d) and adaptation unit (%d) is up to date, skipping",
                  len(tunes), len(units))
         return 0
-    index = chosen_index(args, len(units))
-    log.info("unit %d of %d: %s on %s", index + 1, len(units), units[index].name, units[index].condition)
-    run_and_decode(units[index], paths, cfg, conditions, args.decode_config, args.force)
+    for index in chosen_indices(args, len(units)):
+        log.info("unit %d of %d: %s on %s", index + 1, len(units), units[index].name, units[index].condition)
+        run_and_decode(units[index], paths, cfg, conditions, args.decode_config, args.force)
     return 0
 
 
