@@ -54,6 +54,8 @@ def test_tiny_recipe_end_to_end(recipe) -> None:
     # stage 6: pruned systems decoded on every test set
     for system in ("prune_hyper", "prune_hypo", "prune_hyper_hypo", "prune_random", "prune_magnitude"):
         assert set(doc["systems"][system]) >= set(doc["test_sets"])
+    # the pruning curve's points, plotted over the OOD sets, are decoded on those only
+    assert set(doc["systems"]["curve_hyper_hypo_30"]) == {t for t in doc["test_sets"] if t.startswith("ood_")}
     # stage 7: every adaptation system, per condition, on its OOD test set and in-domain test
     for system in ("adapt_all", "adapt_fc", "adapt_conv", "adapt_last", "adapt_selective",
                    "adapt_selective_full", "adapt_random_full", "adapt_lhuc", "adapt_oracle"):

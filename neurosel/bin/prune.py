@@ -12,7 +12,8 @@
     job J of N: decode every N-th system's ``model.pt`` on the sets into ``R/<system>/<set>/``
     (default R: ``<prune-dir>/../decode``) with the baseline's tuned decode config Y, in this one
     process (the graph and features are loaded once per system, not once per launcher job);
-    systems already decoded with the same model and config are skipped
+    systems already decoded with the same model and config are skipped. The ``curve_*`` systems
+    are decoded on the ``ood_*`` sets only: the pruning curve plots nothing else
 """
 
 from __future__ import annotations
@@ -94,9 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         if not 1 <= args.job <= args.num_jobs:
             raise NeuroselError(f"job {args.job} is not in 1..{args.num_jobs}")
         decode_root = args.decode_root or args.prune_dir.parent / "decode"
+        ood_sets = ",".join(s for s in args.sets.split(",") if s.startswith("ood_"))
         for plan in plans[args.job - 1::args.num_jobs]:
+            # the pruning curve is plotted over the OOD sets only: its points skip the others
+            sets = ood_sets if plan.selection.startswith("curve:") and ood_sets else args.sets
             decode_system(args.prune_dir / plan.name / "model.pt", args.lang, args.fbank,
-                          decode_root / plan.name, args.sets, args.decode_config, args.force)
+                          decode_root / plan.name, sets, args.decode_config, args.force)
         return 0
     if args.action == "work":
         if not 1 <= args.job <= args.num_jobs:
