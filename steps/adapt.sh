@@ -66,7 +66,7 @@ launch_pending() {  # <what: tunes|units> <action: tune|unit> <log name>
   mv "$list.tmp" "$list"
   n=$(grep -c . "$list" || true)
   [ "$n" -gt 0 ] || return 0
-  echo "$0: $n $1 to run" >&2
+  echo "$0: $1: $n jobs to run" >&2
   run_step "$cmd JOB=1:$n" "$exp/adapt/log/$3.JOB.log" \
     python -m neurosel.bin.adapt "$2" $stage_opts --units-from "$list" --unit JOB "$model" "$lang" "$fbank" "$exp"
 }
