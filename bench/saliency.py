@@ -102,7 +102,7 @@ def run(work: Workdir, scratch: Path, quick: bool) -> Section:
         cmd = [sys.executable, "-m", "bench.saliency", "child", "--workdir", str(work.root), "--seconds",
                str(base * k)]
         log = scratch / "saliency" / f"child_{k}x{'_trim' if env else ''}.log"
-        return check_child(run_child(cmd, log, REPO, env), cmd, log)
+        return check_child(run_child(cmd, log, work.storage_root(), env), cmd, log)
 
     memory = [(k, measure(k, {})) for k in sizes]
     trimmed = [(k, measure(k, trim)) for k in (sizes[0], sizes[-1])]
