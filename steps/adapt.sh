@@ -64,7 +64,7 @@ launch_pending() {  # <what: tunes|units> <action: tune|unit> <log name>
   mkdir -p "$exp/adapt/log"
   python -m neurosel.bin.adapt pending $stage_opts --what "$1" "$model" "$lang" "$fbank" "$exp" > "$list.tmp"
   mv "$list.tmp" "$list"
-  n=$(grep -c . "$list" || true)
+  n=$(wc -l < "$list")  # pending prints nothing at all, not an empty line, when nothing is left
   [ "$n" -gt 0 ] || return 0
   echo "$0: $1: $n jobs to run" >&2
   run_step "$cmd JOB=1:$n" "$exp/adapt/log/$3.JOB.log" \

@@ -33,7 +33,7 @@ from neurosel.errors import NeuroselError
 from neurosel.inference import feature_batches
 from neurosel.io import write_json, write_text
 from neurosel.prune.stage import (SUMMARY_HEADER, PruneStageConfig, SystemPlan, build_system, choose_reference,
-                                  format_rows, plan_systems, summary_rows)
+                                  decode_sets, format_rows, plan_systems, summary_rows)
 from neurosel.saliency.tables import read_neurons_tsv
 from neurosel.stage import fingerprint, run_once, status
 from neurosel.train.data import load_cmvn
@@ -95,12 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         if not 1 <= args.job <= args.num_jobs:
             raise NeuroselError(f"job {args.job} is not in 1..{args.num_jobs}")
         decode_root = args.decode_root or args.prune_dir.parent / "decode"
-        ood_sets = ",".join(s for s in args.sets.split(",") if s.startswith("ood_"))
         for plan in plans[args.job - 1::args.num_jobs]:
-            # the pruning curve is plotted over the OOD sets only: its points skip the others
-            sets = ood_sets if plan.selection.startswith("curve:") and ood_sets else args.sets
-            decode_system(args.prune_dir / plan.name / "model.pt", args.lang, args.fbank,
-                          decode_root / plan.name, sets, args.decode_config, args.force)
+            decode_system(args.prune_dir / plan.name / "model.pt", args.lang, args.fbank, decode_root / plan.name,
+                          ",".join(decode_sets(plan, args.sets.split(","))), args.decode_config, args.force)
         return 0
     if args.action == "work":
         if not 1 <= args.job <= args.num_jobs:

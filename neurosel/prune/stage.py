@@ -105,6 +105,14 @@ class SystemPlan:
     fraction: float | None = None
 
 
+def decode_sets(plan: SystemPlan, sets: list[str]) -> list[str]:
+    """The sets a pruned system is decoded on: all of ``sets``, except for a point of the pruning
+    curve, which is plotted over the OOD sets only and so is decoded on the ``ood_*`` ones (all of
+    ``sets`` when there are none)."""
+    ood = [s for s in sets if s.startswith("ood_")]
+    return ood if plan.selection.startswith("curve:") and ood else list(sets)
+
+
 def plan_systems(cfg: PruneStageConfig, table_criteria: list[str]) -> list[SystemPlan]:
     """Every system of the stage, in a fixed order; ``table_criteria`` are the criterion columns
     of the reference ``neurons.tsv``."""
