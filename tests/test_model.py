@@ -11,7 +11,7 @@ from torch import nn
 from neurosel.config import from_dict
 from neurosel.errors import NeuroselError
 from neurosel.model import ModelConfig, build_model, fold_norms, load_model, save_model
-from neurosel.model.cnn import FreqMaxPool
+from neurosel.model.cnn import FreqMaxPool, conv_block
 from neurosel.model.spec import FcSpec
 
 
@@ -144,3 +144,22 @@ def test_freq_max_pool_equals_torch_max_pool_with_and_without_gradients(size: in
     (pool(ours) * weights).sum().backward()
     (reference(theirs) * weights).sum().backward()
     assert torch.equal(ours.grad, theirs.grad)
+
+
+@pytest.mark.parametrize("pool", [1, 2, 3])
+def test_conv_block_pools_before_relu_with_the_outputs_and_gradients_of_relu_then_pool(pool: int) -> None:
+    torch.manual_seed(0)
+    block = conv_block(3, 5, (3, 3), 2, pool)
+    usual = nn.Sequential(block[0], nn.ReLU(), nn.MaxPool2d((1, pool)))
+    x = torch.randn(2, 3, 13, 40)
+    with torch.no_grad():
+        assert torch.equal(block(x), usual(x))
+    weights = torch.randn_like(usual(x))
+    grads = []
+    for net in (block, usual):
+        net.zero_grad()
+        xi = x.clone().requires_grad_()
+        (net(xi) * weights).sum().backward()
+        grads.append((xi.grad, block[0].weight.grad.clone()))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-5)

@@ -4,7 +4,7 @@ trained with CTC.
 
 Layout (the names the analysis code relies on, see ``fc_spec``):
 
-    feats (B, T, F) -> conv blocks (Conv2d, ReLU, max-pool over frequency; stride in time)
+    feats (B, T, F) -> conv blocks (Conv2d, max-pool over frequency, ReLU; stride in time)
       -> per-frame flatten (channels x frequency) -> splice +-``fc_context`` frames
       -> for each FC layer i: fc[i] (nn.Linear) -> fc_norm[i] (BatchNorm1d or Identity)
                               -> fc_act[i] (nn.ReLU or nn.Sigmoid) -> dropout (training only)
@@ -103,12 +103,17 @@ class FreqMaxPool(nn.Module):
 
 def conv_block(in_channels: int, out_channels: int, kernel: tuple[int, int], time_stride: int,
                freq_pool: int) -> nn.Sequential:
-    """Conv2d with "same" padding and stride in time, ReLU, max-pool over frequency."""
+    """Conv2d with "same" padding and stride in time, max-pool over frequency, ReLU.
+
+    ReLU is monotonic, so it commutes with the max-pool: pooling first gives the outputs (and
+    gradients) of the usual conv, ReLU, pool order while the ReLU touches ``freq_pool`` times
+    fewer values (the first block's output is the largest tensor of a forward pass).
+    """
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel, stride=(time_stride, 1),
                   padding=(kernel[0] // 2, kernel[1] // 2)),
-        nn.ReLU(),
         FreqMaxPool(freq_pool),
+        nn.ReLU(),
     )
 
 
