@@ -24,7 +24,7 @@ from bench.inputs import Workdir, load_cuts, take_seconds, total_seconds
 from neurosel.inference import feature_batches
 from neurosel.model import CnnCtcModel, load_model
 from neurosel.prune.remove import remove_neurons
-from neurosel.prune.stage import fc_inputs, run_fc_stack
+from neurosel.prune.stage import PruneStageConfig, fc_inputs, run_fc_stack
 from neurosel.saliency.fc import fc_widths
 from neurosel.train.data import load_cmvn
 
@@ -76,7 +76,7 @@ def run(work: Workdir, scratch: Path, quick: bool) -> Section:
     model, _ = load_model(work.model)
     cmvn = load_cmvn(work.fbank / "cmvn.npz")
     cuts = take_seconds(load_cuts(work.fbank / "cuts_dev.jsonl.gz"), 30.0 if quick else 90.0)
-    batches = list(feature_batches(cuts, cmvn, 200.0))
+    batches = list(feature_batches(cuts, cmvn, PruneStageConfig().max_duration))
     inputs = fc_inputs(model, batches)
     fc_frames = sum(x.shape[0] for x in inputs)
     conv = conv_macs(model, batches)

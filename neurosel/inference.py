@@ -17,6 +17,13 @@ from lhotse.dataset.collation import collate_features
 
 from neurosel.train.data import apply_cmvn
 
+# Seconds of audio per inference batch (decoding, saliency statistics, pruning speed). Small
+# batches keep each layer's output in the cache: the first conv block's output is 10240 floats per
+# output frame, 100 MiB for a 200 s batch. One torch thread, 501 s of test audio, the 100-unit
+# default model: forward 1.52-1.63 s CPU at 200 s per batch, 1.00-1.48 at 100, 0.82 at 40, 0.73-0.79
+# at 16-30 s (benchmarked in bench/, Decoding and Pruning sections).
+INFERENCE_BATCH_SECONDS = 25.0
+
 
 @dataclass
 class FeatureBatch:
@@ -28,7 +35,7 @@ class FeatureBatch:
 
 
 def feature_batches(cuts: CutSet, cmvn: tuple[torch.Tensor, torch.Tensor],
-                    max_duration: float = 200.0) -> Iterator[FeatureBatch]:
+                    max_duration: float = INFERENCE_BATCH_SECONDS) -> Iterator[FeatureBatch]:
     """Yield normalised batches of at most ``max_duration`` seconds of audio.
 
     Cuts go in order of decreasing duration (little padding); every cut is in exactly one batch
@@ -49,7 +56,7 @@ def feature_batches(cuts: CutSet, cmvn: tuple[torch.Tensor, torch.Tensor],
 
 @torch.inference_mode()
 def log_posteriors(model: torch.nn.Module, cuts: CutSet, cmvn: tuple[torch.Tensor, torch.Tensor],
-                   max_duration: float = 200.0) -> Iterator[tuple[FeatureBatch, torch.Tensor, torch.Tensor]]:
+                   max_duration: float = INFERENCE_BATCH_SECONDS) -> Iterator[tuple[FeatureBatch, torch.Tensor, torch.Tensor]]:
     """Yield ``(batch, log_probs (B, T', V), out_lens (B,))`` for every batch of ``cuts``."""
     model.eval()
     for batch in feature_batches(cuts, cmvn, max_duration):

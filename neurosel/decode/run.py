@@ -23,7 +23,7 @@ from neurosel.decode.api import decode_log_probs
 from neurosel.decode.graph import DecodingGraph
 from neurosel.decode.types import DecodeConfig, Hypothesis
 from neurosel.errors import NeuroselError
-from neurosel.inference import log_posteriors
+from neurosel.inference import INFERENCE_BATCH_SECONDS, log_posteriors
 from neurosel.io import write_text
 from neurosel.score import WerResult, score
 
@@ -45,7 +45,7 @@ class DecodeStageConfig:
     lm_weights: list[float] = field(default_factory=list)
     blank_penalties: list[float] = field(default_factory=list)
     tune_set: str = "dev"
-    max_duration: float = 200.0
+    max_duration: float = INFERENCE_BATCH_SECONDS
 
     def search(self, lm_weight: float | None = None, blank_penalty: float | None = None) -> DecodeConfig:
         """The ``DecodeConfig`` of this stage config, optionally with another LM weight and
@@ -72,7 +72,7 @@ def job_share(cuts: CutSet, job: int, num_jobs: int) -> CutSet:
 
 
 def decode_cuts(model: torch.nn.Module, cuts: CutSet, cmvn: tuple[torch.Tensor, torch.Tensor],
-                graph: DecodingGraph, cfg: DecodeConfig, max_duration: float = 200.0) -> dict[str, Hypothesis]:
+                graph: DecodingGraph, cfg: DecodeConfig, max_duration: float = INFERENCE_BATCH_SECONDS) -> dict[str, Hypothesis]:
     """``{cut_id: Hypothesis}`` for every cut."""
     out: dict[str, Hypothesis] = {}
     for batch, log_probs, out_lens in log_posteriors(model, cuts, cmvn, max_duration):

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from neurosel.errors import NeuroselError
-from neurosel.inference import FeatureBatch
+from neurosel.inference import INFERENCE_BATCH_SECONDS, FeatureBatch
 from neurosel.io import write_json, write_text
 from neurosel.model import load_model, save_model
 from neurosel.prune.remove import remove_neurons
@@ -78,7 +78,7 @@ class PruneStageConfig:
     speed_set: str = "dev"
     speed_utterances: int = 20
     speed_repeats: int = 5
-    max_duration: float = 200.0
+    max_duration: float = INFERENCE_BATCH_SECONDS
 
     def __post_init__(self) -> None:
         if not self.random_seeds or not self.curve_seeds:

@@ -30,7 +30,7 @@ from lhotse import CutSet
 
 from neurosel import config as C
 from neurosel.errors import NeuroselError
-from neurosel.inference import FeatureBatch, feature_batches
+from neurosel.inference import INFERENCE_BATCH_SECONDS, FeatureBatch, feature_batches
 from neurosel.io import write_json, write_text
 from neurosel.model import CnnCtcModel
 from neurosel.saliency import plots
@@ -70,7 +70,7 @@ class SaliencyStageConfig:
     taylor_set: str = "train"
     taylor_utterances: int = 200
     taylor_max_duration: float = 60.0
-    max_duration: float = 200.0
+    max_duration: float = INFERENCE_BATCH_SECONDS
     seed: int = 0
 
     def __post_init__(self) -> None:
