@@ -29,7 +29,9 @@ BATCH_SECONDS = 25.0  # stage 3 and 5 batch size here, so that 1x already fills 
 TARGET_LINEARITY = 0.1
 TARGET_MEMORY = 1.2
 STAGES = {1: "features", 3: "train", 5: "saliency"}
-MMAP_THRESHOLD = 4 * 2**20  # bytes: glibc's MALLOC_MMAP_THRESHOLD_ for the allocator probe of stage 3
+# stage 3 again at the ends of the range with glibc's malloc instead of the jemalloc that
+# steps/train.sh preloads (steps/common.sh, allocator_env): the memory and time that choice is about
+GLIBC = {"NEUROSEL_ALLOCATOR": "glibc"}
 
 
 def base_sizes(work: Workdir, quick: bool) -> dict[str, int]:
@@ -113,14 +115,12 @@ def run(work: Workdir, scratch: Path, quick: bool, nj: int = 1, epochs: int = 1,
                 shutil.rmtree(out, ignore_errors=True)
                 log = root / "logs" / f"x{k}_stage{stage}_rep{rep}.log"
                 runs.setdefault((stage, k), []).append(check_child(run_child(cmd, log, REPO), cmd, log))
-    # stage 3 again at the ends of the range with glibc's mmap threshold fixed, which stops the
-    # allocator from serving large blocks from a heap that keeps what it cannot reuse
     probe: dict[int, ChildRun] = {}
     for k in (scales[0], scales[-1]):
         cmd, out = stage_command(3, work, root / f"x{k}", nj, epochs)
         shutil.rmtree(out, ignore_errors=True)
-        log = root / "logs" / f"x{k}_stage3_mmap.log"
-        probe[k] = check_child(run_child(cmd, log, REPO, {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)}), cmd, log)
+        log = root / "logs" / f"x{k}_stage3_glibc.log"
+        probe[k] = check_child(run_child(cmd, log, REPO, GLIBC), cmd, log)
     for k in scales:  # the step logs stay in <scratch>/scaling/logs
         shutil.rmtree(root / f"x{k}", ignore_errors=True)
 
@@ -148,17 +148,16 @@ def run(work: Workdir, scratch: Path, quick: bool, nj: int = 1, epochs: int = 1,
                                       "", f"<= {TARGET_MEMORY:g}", f"scaling.stage{stage}_memory"))
     lo, hi = scales[0], scales[-1]
     default_cpu = {k: median([r.cpu_seconds for r in runs[(3, k)]]) for k in (lo, hi)}
-    section.table.append([f"3 train, MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD // 2**20} MiB",
+    section.table.append(["3 train, glibc malloc (NEUROSEL_ALLOCATOR=glibc)",
                           *(fmt(probe[k].cpu_seconds) if k in probe else "-" for k in scales),
                           *(fmt(probe[k].seconds) if k in probe else "-" for k in scales),
                           *(f"{probe[k].peak_rss_mb:.0f}" if k in probe else "-" for k in scales),
                           "-", "-", "-", fmt(probe[hi].peak_rss_mb / probe[lo].peak_rss_mb)])
     section.metrics += [
-        Metric(f"stage 3 (train) with MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD // 2**20} MiB: peak RSS at {hi}x / at 1x",
-               probe[hi].peak_rss_mb / probe[lo].peak_rss_mb, "", None, "scaling.stage3_memory_mmap"),
-        Metric(f"stage 3 (train) with MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD // 2**20} MiB: CPU time at {hi}x / "
-               "the default allocator's", probe[hi].cpu_seconds / default_cpu[hi], "", None,
-               "scaling.stage3_cpu_mmap"),
+        Metric(f"stage 3 (train) with glibc malloc: peak RSS at {hi}x / at 1x",
+               probe[hi].peak_rss_mb / probe[lo].peak_rss_mb, "", None, "scaling.stage3_memory_glibc"),
+        Metric(f"stage 3 (train): CPU time at {hi}x with jemalloc (the default) / with glibc malloc",
+               default_cpu[hi] / probe[hi].cpu_seconds, "", None, "scaling.stage3_cpu_jemalloc_over_glibc"),
     ]
     section.notes = [
         "1x = " + ", ".join(f"{n} `{s}`" for s, n in sizes.items()) + " cuts, "
@@ -174,12 +173,11 @@ def run(work: Workdir, scratch: Path, quick: bool, nj: int = 1, epochs: int = 1,
         f"Linear: every point within {TARGET_LINEARITY:.0%} of that line. `superlinearity` is the cost of "
         "1x more data at 2x-4x over that at 1x-2x (1 = linear; noisy when the fixed part dominates). "
         f"Flat memory: peak RSS at {scales[-1]}x at most {TARGET_MEMORY:g}x that at 1x.",
-        f"The `MALLOC_MMAP_THRESHOLD_` row (one run per point) is stage 3 with glibc's mmap threshold fixed at "
-        f"{MMAP_THRESHOLD // 2**20} MiB: blocks above it are mapped and unmapped on their own instead of "
-        "served from the heap, whose freed blocks glibc keeps when the next batch's tensors do not fit them. "
-        "Where stage 3's memory grows with the data and this row's does not, the growth is memory the "
-        "allocator keeps, not data training holds; the fixed threshold is not the default because of "
-        "its CPU cost (page faults on every mapping), the row's other metric.",
+        "Stage 3 runs with jemalloc, which `steps/train.sh` preloads when Debian's libjemalloc2 is "
+        "installed (`allocator_env` in `steps/common.sh`, without decay). The `glibc malloc` row (one run "
+        "per point) is stage 3 with `NEUROSEL_ALLOCATOR=glibc`, as it ran before: glibc serves a batch's "
+        "large tensors from a heap that keeps the freed blocks the next batch's shapes do not fit, so its "
+        "peak grows with the number of batches, memory the allocator keeps rather than data training holds.",
     ]
     section.seconds = time.perf_counter() - start
     return section

@@ -27,3 +27,18 @@ run_step() {
     return 1
   fi
 }
+
+# The prefix that runs a training process with jemalloc (Debian's libjemalloc2, which
+# utils/setup_env.sh installs) instead of glibc's malloc; empty when the library is not there or
+# NEUROSEL_ALLOCATOR=glibc. glibc serves a batch's large tensors from a heap that keeps the freed
+# blocks the next batch's shapes do not fit, so stage 3's peak memory grew with the number of
+# batches (1.40x at 4x the data); jemalloc's size classes, without returning memory to the system
+# (no decay: that costs page faults on every batch), kept it at 1.08x with ~5% less CPU
+# (bench/RESULTS.md, Scaling).
+allocator_env() {
+  [ "${NEUROSEL_ALLOCATOR:-jemalloc}" = glibc ] && return 0
+  local lib
+  lib=$(ldconfig -p 2>/dev/null | awk '$1 == "libjemalloc.so.2" {print $NF; exit}')
+  [ -n "$lib" ] || return 0
+  printf 'env LD_PRELOAD=%s MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 ' "$lib${LD_PRELOAD:+:$LD_PRELOAD}"
+}

@@ -4,7 +4,8 @@
 # The trainer writes its own log/train.log; the launcher's log of the job is log/job.log.
 # --num-procs N trains with N processes in the one job (torch.distributed, each with the config's
 # num_threads torch threads), and asks the launcher for N x --num-threads CPUs. Multi-node
-# training on Slurm is started with srun instead (see the README's "Clusters").
+# training on Slurm is started with srun instead (see the README's "Clusters"). The job runs with
+# jemalloc when it is installed (allocator_env in steps/common.sh; NEUROSEL_ALLOCATOR=glibc: not).
 set -euo pipefail
 
 config=
@@ -36,5 +37,5 @@ done
 
 . steps/common.sh
 run_step "$cmd --num-threads $((num_threads * ${num_procs:-1}))" "$dir/log/job.log" \
-  python -m neurosel.bin.train $(config_opts) ${seed:+--seed $seed} ${num_procs:+--num-procs $num_procs} \
+  $(allocator_env) python -m neurosel.bin.train $(config_opts) ${seed:+--seed $seed} ${num_procs:+--num-procs $num_procs} \
     "$fbank" "$lang" "$dir"

@@ -4,7 +4,8 @@
 #   utils/setup_env.sh [--no-apt] [--with-slurm]
 #
 # - Debian packages: espeak-ng, flite, sox (+ formats), festival with a 16 kHz voice (optional
-#   engine), and with --with-slurm the packages of a single-node Slurm for the tests.
+#   engine), jemalloc (the training jobs' allocator, see steps/common.sh), and with --with-slurm
+#   the packages of a single-node Slurm for the tests.
 # - A virtualenv in .venv with the pinned requirements.txt and neurosel installed in editable
 #   mode; a stamp holding the hash of requirements.txt makes a second run a no-op.
 # Without root or network it prints the exact commands to run by hand and exits non-zero.
@@ -26,7 +27,7 @@ done
 log() { echo "setup_env: $*" >&2; }
 
 # --- Debian packages -------------------------------------------------------------------------
-debs=(espeak-ng flite sox libsox-fmt-all festival festvox-kallpc16k perl)
+debs=(espeak-ng flite sox libsox-fmt-all festival festvox-kallpc16k perl libjemalloc2)
 $with_slurm && debs+=(munge slurmctld slurmd slurm-client)
 missing=()
 for p in "${debs[@]}"; do
