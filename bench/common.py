@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -25,10 +26,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 @dataclass
 class Timing:
-    """Wall-clock and process CPU seconds of each timed repeat of one callable."""
+    """Wall-clock and process CPU seconds, and the process's minor page faults, of each timed
+    repeat of one callable."""
 
     wall: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
+    faults: list[int] = field(default_factory=list)
 
     @property
     def median_wall(self) -> float:
@@ -57,11 +60,13 @@ def interleaved(runs: dict[str, Callable[[], object]], repeats: int, warmup: int
     out = {name: Timing() for name in names}
     for round_ in range(warmup + repeats):
         for name in names if round_ % 2 == 0 else names[::-1]:
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             wall, cpu = time.perf_counter(), time.process_time()
             runs[name]()
             if round_ >= warmup:
                 out[name].wall.append(time.perf_counter() - wall)
                 out[name].cpu.append(time.process_time() - cpu)
+                out[name].faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
     return out
 
 

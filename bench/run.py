@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--e2e-workdir", type=Path, help="work dir whose step logs time the stages "
                         "(default: --workdir)")
     parser.add_argument("--e2e-fresh", choices=["default", "tiny"],
-                        help="run ./run.sh afresh in the scratch dir and time it (default: ~25 min, whole machine)")
+                        help="run ./run.sh afresh in the scratch dir and time it (default: ~23 min, whole machine)")
     parser.add_argument("--scaling-nj", type=int, default=1, help="--nj of the scaled stages (default 1)")
     parser.add_argument("--scaling-epochs", type=int, default=1, help="training epochs per scaled stage 3")
     parser.add_argument("--scaling-repeats", type=int, default=1, help="runs per scaling point (median)")

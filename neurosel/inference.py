@@ -17,11 +17,12 @@ from lhotse.dataset.collation import collate_features
 
 from neurosel.train.data import apply_cmvn
 
-# Seconds of audio per inference batch (decoding, saliency statistics, pruning speed). Small
-# batches keep each layer's output in the cache: the first conv block's output is 10240 floats per
-# output frame, 100 MiB for a 200 s batch. One torch thread, 501 s of test audio, the 100-unit
-# default model: forward 1.52-1.63 s CPU at 200 s per batch, 1.00-1.48 at 100, 0.82 at 40, 0.73-0.79
-# at 16-30 s (benchmarked in bench/, Decoding and Pruning sections).
+# Seconds of audio per inference batch (decoding, saliency statistics, pruning speed). The first conv
+# block's output is 10240 floats per output frame, some 200 MiB for a 200 s batch: glibc's malloc
+# serves blocks that large with fresh memory maps, which the kernel faults in page by page on every
+# batch (344k minor faults per pass over test). At 25 s the blocks are reused from the heap (no
+# faults). One torch thread, 501 s of test audio, the 100-unit default model: forward 1.50 CPU-s at
+# 200 s per batch, 0.73 at 25 s (jemalloc: 0.83 and 0.75; bench/, Decoding and Pruning sections).
 INFERENCE_BATCH_SECONDS = 25.0
 
 
