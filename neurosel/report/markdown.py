@@ -56,7 +56,7 @@ def pruning_section(summary: Summary, test_sets: list[str], prune_info: dict) ->
     return (table(["system", "neurons removed", "parameters", "speed-up"] + test_sets + ["mean OOD", "rel. to baseline"], rows)
             + "\n`parameters`: the pruned model's parameters as a share of the baseline's (the smaller model, "
               "rows and columns deleted); `speed-up`: the baseline's forward time over the pruned model's on "
-              "the same utterances, one thread (stage 6's speed test, `prune.yaml`: speed_set, speed_utterances, "
+              "the same utterances, CPU time on one thread (stage 6's speed test, `prune.yaml`: speed_set, speed_utterances, "
               "speed_repeats; one seed's model for systems with several).\n")
 
 
