@@ -60,6 +60,8 @@ run_step "$decode_cmd JOB=1:$nj" "$dir/log/decode.JOB.log" \
     "$model" "$saliency" "$fbank" "$dir"
 for system in $(python -m neurosel.bin.prune list $(config_opts) "$model" "$saliency" "$fbank" "$dir"); do
   for s in ${test_sets//,/ }; do
+    # the pruning curve's points are decoded on the OOD sets only (neurosel.prune.stage.decode_sets)
+    [ -f "$decode_root/$system/$s/wer" ] || continue
     printf '%-32s %s\n' "$system/$s" "$(cat "$decode_root/$system/$s/wer")"
   done
 done
