@@ -68,8 +68,9 @@ def test_tiny_recipe_end_to_end(recipe) -> None:
         assert heading in report
     # the pruned systems' size and speed, read from their prune.json: smaller, and a speed-up measured
     hyper_hypo = next(line for line in report.splitlines() if line.startswith("| prune_hyper_hypo |"))
-    share, speedup = hyper_hypo.split(" | ")[2:4]
+    share, speedup, fc_speedup = hyper_hypo.split(" | ")[2:5]
     assert 0 < int(share.rstrip("%")) < 100 and float(speedup.rstrip("x")) > 0, hyper_hypo
+    assert float(fc_speedup.rstrip("x")) > 0, hyper_hypo
     assert (exp / "plots" / "adaptation_wer.png").stat().st_size > 0
     names = [c["name"] for c in doc["comparisons"]]  # tiny prunes no random system without folding
     assert names[0] == "hyper+hypo removal vs random removal"
