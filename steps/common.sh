@@ -37,8 +37,14 @@ run_step() {
 # (bench/RESULTS.md, Scaling).
 allocator_env() {
   [ "${NEUROSEL_ALLOCATOR:-jemalloc}" = glibc ] && return 0
-  local lib
-  lib=$(ldconfig -p 2>/dev/null | awk '$1 == "libjemalloc.so.2" {print $NF; exit}')
+  local lib f
+  # ldconfig is in /sbin, which a user's PATH may lack; then the usual library dirs
+  lib=$({ ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null | awk '$1 == "libjemalloc.so.2" {print $NF; exit}')
+  if [ -z "$lib" ]; then
+    for f in /usr/lib/*-linux-gnu/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 /usr/lib/libjemalloc.so.2; do
+      [ -f "$f" ] && { lib=$f; break; }
+    done
+  fi
   [ -n "$lib" ] || return 0
   printf 'env LD_PRELOAD=%s MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 ' "$lib${LD_PRELOAD:+:$LD_PRELOAD}"
 }

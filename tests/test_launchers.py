@@ -6,6 +6,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -247,3 +248,16 @@ def test_queue_pl_reports_a_refused_submission(tmp_path, fake_qsub):
     assert out.returncode == 1
     assert "queue.pl: qsub failed (exit status 1): Unable to run job: denied" in out.stderr
     assert "queue.pl: the command was: qsub -V -cwd" in out.stderr
+
+
+def test_training_jobs_run_with_jemalloc_unless_told_not_to() -> None:
+    """steps/train.sh prefixes its job with ``allocator_env``: the process then has jemalloc (which
+    utils/setup_env.sh installs) mapped, and none with NEUROSEL_ALLOCATOR=glibc."""
+    script = (f". steps/common.sh; $(allocator_env) {shlex.quote(sys.executable)} "
+              "-c \"print(open('/proc/self/maps').read())\"")
+    on = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert "libjemalloc" in on.stdout
+    off = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={**os.environ, "NEUROSEL_ALLOCATOR": "glibc"})
+    assert "libjemalloc" not in off.stdout and "libc.so" in off.stdout
+    assert "$(allocator_env) python -m neurosel.bin.train" in (ROOT / "steps" / "train.sh").read_text()
