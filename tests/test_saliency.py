@@ -286,3 +286,30 @@ def test_plots_write_pngs(mlp, tmp_path):
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(q.name for q in tmp_path.iterdir()) == sorted(p.name for p in paths)
+
+
+def test_layer_update_counts_under_and_overflow_exactly_in_the_columns_that_have_them() -> None:
+    """Values below hist_min, above hist_max and on both edges, in some columns only, batch after
+    batch: every count must match a direct count in float64."""
+    from neurosel.saliency.stats import LayerStats
+
+    config = StatsConfig(hist_bins=5, hist_min=-0.5, hist_max=1.5)
+    gen = torch.Generator().manual_seed(3)
+    stats = LayerStats.empty(6, config.hist_bins)
+    seen = []
+    for _ in range(3):
+        x = torch.rand(40, 6, generator=gen) * 1.5 - 0.2  # inside the range in most columns
+        x[::7, 1] = -2.0  # underflow in column 1
+        x[::5, 4] = 3.0  # overflow in column 4
+        x[0, 2], x[1, 2], x[2, 3] = -0.5, 1.5, 1.1  # both edges, an interior edge
+        stats.update(x, 0.0, config)
+        seen.append(x.double())
+    a = torch.cat(seen).numpy()
+    assert stats.hist[:, 0].tolist() == (a < -0.5).sum(0).tolist()
+    assert stats.hist[:, -1].tolist() == (a > 1.5).sum(0).tolist()
+    for j in range(6):
+        inside = a[(a[:, j] >= -0.5) & (a[:, j] <= 1.5), j]
+        counts, _ = np.histogram(inside, bins=5, range=(-0.5, 1.5))
+        assert stats.hist[j, 1:-1].tolist() == counts.tolist()
+    assert stats.on_count.tolist() == (a > 0.0).sum(0).tolist()
+    assert stats.min.tolist() == a.min(0).tolist() and stats.max.tolist() == a.max(0).tolist()

@@ -115,17 +115,18 @@ class LayerStats:
         if n == 0:
             return
         work = workspace or Workspace()
-        x = work.get("x", x.shape, torch.float64).copy_(x)  # exact widening
-        batch_min, batch_max = x.amin(0), x.amax(0)  # NaN propagates, so this checks every entry
+        # min and max of the input before widening (exact, and float32 reads half the bytes)
+        batch_min, batch_max = (v.to(torch.float64) for v in (x.amin(0), x.amax(0)))  # NaN propagates
         if not (torch.isfinite(batch_min).all() and torch.isfinite(batch_max).all()):
             raise NeuroselError("non-finite activation")
-        self.on_count += torch.gt(x, theta, out=work.get("mask", x.shape, torch.bool)).sum(0)
+        x = work.get("x", x.shape, torch.float64).copy_(x)  # exact widening
+        self.on_count += torch.gt(x, theta, out=work.get("mask", x.shape, torch.bool)).sum(0, dtype=torch.int32)
         batch_mean = x.mean(0)
         batch_m2 = torch.sub(x, batch_mean, out=work.get("scratch", x.shape, x.dtype)).square_().sum(0)
         self._merge_moments(n, batch_mean, batch_m2)
         self.min = torch.minimum(self.min, batch_min)
         self.max = torch.maximum(self.max, batch_max)
-        self.hist += _histogram(x, config, work, (float(batch_min.min()), float(batch_max.max())))
+        self.hist += _histogram(x, config, work, (batch_min, batch_max))
 
     def _merge_moments(self, n: int, mean: Tensor, m2: Tensor) -> None:
         total = self.count + n
@@ -172,10 +173,10 @@ class Workspace:
 
 
 def _histogram(x: Tensor, config: StatsConfig, workspace: Workspace | None = None,
-               value_range: tuple[float, float] | None = None) -> Tensor:
+               value_range: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """(N, D) float64 -> (D, bins + 2) counts with underflow/overflow columns; a == hist_max falls
-    in the last regular bin. ``value_range``, the (min, max) of ``x`` if known, skips counting
-    the under- or overflow when it cannot occur.
+    in the last regular bin. ``value_range``, the (D,) min and max of ``x``'s columns if known,
+    limits the under- and overflow counts to the columns where they can occur.
 
     Every value is first binned with its bin index clamped to the regular bins, which puts each
     value below ``hist_min`` into the first and each value above ``hist_max`` into the last
@@ -190,16 +191,25 @@ def _histogram(x: Tensor, config: StatsConfig, workspace: Workspace | None = Non
     idx = torch.sub(x, config.hist_min, out=work.get("scratch", x.shape, x.dtype))
     idx.mul_(scale).floor_().clamp_(0, bins - 1)
     idx += torch.arange(d, dtype=idx.dtype) * bins  # per-neuron offset into one flat count vector
-    flat = work.get("flat", x.shape, torch.int64).copy_(idx)
+    flat = work.get("flat", x.shape, torch.int32).copy_(idx)  # int32: bincount reads half the bytes
     hist = torch.bincount(flat.view(-1), minlength=d * bins).view(d, bins)
-    low, high = value_range if value_range is not None else (-math.inf, math.inf)
-    mask = work.get("mask", x.shape, torch.bool)
-    none = torch.zeros(d, dtype=torch.int64)
-    under = torch.lt(x, config.hist_min, out=mask).sum(0) if low < config.hist_min else none
-    over = torch.gt(x, config.hist_max, out=mask).sum(0) if high > config.hist_max else none
+    low, high = value_range if value_range is not None else (x.amin(0), x.amax(0))
+    under = _count_where(x, low < config.hist_min, torch.lt, config.hist_min)
+    over = _count_where(x, high > config.hist_max, torch.gt, config.hist_max)
     hist[:, 0] -= under
     hist[:, -1] -= over
     return torch.cat([under[:, None], hist, over[:, None]], dim=1)
+
+
+def _count_where(x: Tensor, columns: Tensor, compare: Callable[..., Tensor], bound: float) -> Tensor:
+    """(D,) int64: per column of ``x``, how many entries ``compare(entry, bound)`` holds for,
+    counted only in the ``columns`` (D,) bool marks (zero elsewhere): few neurons leave the
+    histogram's range, so this reads a few columns instead of the whole batch."""
+    out = torch.zeros(x.shape[1], dtype=torch.int64)
+    cols = columns.nonzero().squeeze(1)
+    if cols.numel():
+        out[cols] = compare(x.index_select(1, cols), bound).sum(0)
+    return out
 
 
 @dataclass
