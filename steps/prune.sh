@@ -58,10 +58,6 @@ run_step "$decode_cmd JOB=1:$nj" "$dir/log/decode.JOB.log" \
   python -m neurosel.bin.prune decode $(config_opts) --job JOB --num-jobs "$nj" --lang "$lang" \
     --sets "$test_sets" --decode-config "$decode_config" --decode-root "$decode_root" \
     "$model" "$saliency" "$fbank" "$dir"
-for system in $(python -m neurosel.bin.prune list $(config_opts) "$model" "$saliency" "$fbank" "$dir"); do
-  for s in ${test_sets//,/ }; do
-    # the pruning curve's points are decoded on the OOD sets only (neurosel.prune.stage.decode_sets)
-    [ -f "$decode_root/$system/$s/wer" ] || continue
-    printf '%-32s %s\n' "$system/$s" "$(cat "$decode_root/$system/$s/wer")"
-  done
+for decoded in $(python -m neurosel.bin.prune list $(config_opts) --sets "$test_sets" "$model" "$saliency" "$fbank" "$dir"); do
+  printf '%-32s %s\n' "$decoded" "$(cat "$decode_root/$decoded/wer")"
 done

@@ -1,7 +1,8 @@
 """Stage 6, prune, in the steps that ``steps/prune.sh`` strings together:
 
-``python -m neurosel.bin.prune list   [cfg] <model.pt> <saliency-dir> <fbank> <prune-dir>``
-    print the system names (one per line) to stdout
+``python -m neurosel.bin.prune list   [cfg] [--sets a,b] <model.pt> <saliency-dir> <fbank> <prune-dir>``
+    print the system names (one per line) to stdout; with ``--sets``, ``<system>/<set>`` for each
+    set the system is decoded on
 ``python -m neurosel.bin.prune work   [cfg] --job J --num-jobs N <model.pt> <saliency-dir> <fbank> <prune-dir>``
     job J of N: build every N-th system -> ``<prune-dir>/<system>/{model.pt,removed.tsv,prune.json}``
 ``python -m neurosel.bin.prune merge  [cfg] <model.pt> <saliency-dir> <fbank> <prune-dir>``
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     config_args(parser)
     job_args(parser)
     parser.add_argument("--lang", type=Path, help="lang dir (action decode)")
-    parser.add_argument("--sets", default="", help="comma-separated sets to decode (action decode)")
+    parser.add_argument("--sets", default="", help="comma-separated sets to decode (actions decode, list)")
     parser.add_argument("--decode-config", type=Path, help="the baseline's tuned decode.yaml (action decode)")
     parser.add_argument("--decode-root", type=Path, help="default <prune-dir>/../decode (action decode)")
     parser.add_argument("model", type=Path, help="baseline model.pt")
@@ -79,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         return {"prune": C.to_dict(cfg), "system": dataclasses.asdict(plan), "reference": reference[0]}
 
     if args.action == "list":
-        print("\n".join(p.name for p in plans))
+        sets = args.sets.split(",") if args.sets else []
+        print("\n".join(f"{p.name}/{s}" for p in plans for s in decode_sets(p, sets)) if sets
+              else "\n".join(p.name for p in plans))
         return 0
     if args.action == "status":
         stale = [p.name for p in plans
