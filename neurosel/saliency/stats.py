@@ -172,11 +172,11 @@ class Workspace:
         return buf[:numel].view(shape)
 
 
-def _histogram(x: Tensor, config: StatsConfig, workspace: Workspace | None = None,
-               value_range: tuple[Tensor, Tensor] | None = None) -> Tensor:
+def _histogram(x: Tensor, config: StatsConfig, workspace: Workspace | None,
+               value_range: tuple[Tensor, Tensor]) -> Tensor:
     """(N, D) float64 -> (D, bins + 2) counts with underflow/overflow columns; a == hist_max falls
-    in the last regular bin. ``value_range``, the (D,) min and max of ``x``'s columns if known,
-    limits the under- and overflow counts to the columns where they can occur.
+    in the last regular bin. ``value_range``, the (D,) min and max of ``x``'s columns, limits the
+    under- and overflow counts to the columns where they can occur.
 
     Every value is first binned with its bin index clamped to the regular bins, which puts each
     value below ``hist_min`` into the first and each value above ``hist_max`` into the last
@@ -193,7 +193,7 @@ def _histogram(x: Tensor, config: StatsConfig, workspace: Workspace | None = Non
     idx += torch.arange(d, dtype=idx.dtype) * bins  # per-neuron offset into one flat count vector
     flat = work.get("flat", x.shape, torch.int32).copy_(idx)  # int32: bincount reads half the bytes
     hist = torch.bincount(flat.view(-1), minlength=d * bins).view(d, bins)
-    low, high = value_range if value_range is not None else (x.amin(0), x.amax(0))
+    low, high = value_range
     under = _count_where(x, low < config.hist_min, torch.lt, config.hist_min)
     over = _count_where(x, high > config.hist_max, torch.gt, config.hist_max)
     hist[:, 0] -= under
