@@ -138,11 +138,9 @@ def run(work: Workdir, scratch: Path, quick: bool) -> Section:
         "element-wise work (activations, pooling, log-softmax) is not counted.",
         "Page faults: the median number of minor page faults of a whole-model pass over the batches. "
         "glibc's malloc gives freed heap memory back to the system and faults it in again on the next "
-        "batch in some passes and not in others (about 12,500 faults, some 0.04 CPU-s, per pass here): "
-        "that, not the model, is most of the noise in the whole-model ratios. The whole models are "
-        "timed before the FC inputs are captured for the FC-only timings, which otherwise changed where "
-        "the allocator placed the forward's blocks (whole-model efficiency 0.52-0.59 that way, against "
-        "0.69-0.74 in a process that holds what a decode job holds).",
+        "batch in some passes and not in others: that, not the model, is most of the noise in the "
+        "whole-model ratios. The whole models are timed before the FC inputs are captured for the "
+        "FC-only timings, which would otherwise change where the allocator places the forward's blocks.",
     ]
     section.seconds = time.perf_counter() - start
     return section
