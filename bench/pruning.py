@@ -26,7 +26,7 @@ from neurosel.inference import feature_batches
 from neurosel.model import CnnCtcModel, load_model
 from neurosel.prune.remove import remove_neurons
 from neurosel.prune.stage import PruneStageConfig, fc_inputs, run_fc_stack
-from neurosel.saliency.fc import fc_widths
+from neurosel.fc import fc_widths
 from neurosel.train.data import load_cmvn
 
 TARGET_EFFICIENCY = 0.7

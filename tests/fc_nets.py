@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from neurosel.model.spec import FcSpec
+from neurosel.fc import FcSpec
 
 
 class Mlp(nn.Module):

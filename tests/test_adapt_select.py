@@ -17,7 +17,7 @@ from neurosel.adapt.select import (
     under_prefix,
 )
 from neurosel.errors import NeuroselError
-from neurosel.model.spec import FcSpec
+from neurosel.fc import FcSpec
 
 WIDTHS = [12, 10, 8]
 NEURONS = {0: [1, 4, 7], 1: [0, 2, 9], 2: [3]}

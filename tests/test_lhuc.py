@@ -9,7 +9,7 @@ from torch import nn
 
 from neurosel.adapt.lhuc import LhucActivation, add_lhuc, fold_lhuc, lhuc_parameters
 from neurosel.errors import NeuroselError
-from neurosel.model.spec import FcSpec
+from neurosel.fc import FcSpec
 
 
 class Mlp(nn.Module):

@@ -12,7 +12,7 @@ from neurosel.config import from_dict
 from neurosel.errors import NeuroselError
 from neurosel.model import ModelConfig, build_model, fold_norms, load_model, save_model
 from neurosel.model.cnn import FreqMaxPool, conv_block
-from neurosel.model.spec import FcSpec
+from neurosel.fc import FcSpec
 
 
 def small_config(**kw) -> ModelConfig:

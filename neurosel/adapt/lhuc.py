@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from neurosel.errors import NeuroselError
-from neurosel.model.spec import FcSpec
-from neurosel.saliency.fc import check_spec, get_linear
+from neurosel.fc import FcSpec
+from neurosel.fc import check_spec, get_linear
 
 
 class LhucActivation(nn.Module):

@@ -26,8 +26,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from neurosel.errors import NeuroselError
-from neurosel.model.spec import FcSpec
-from neurosel.saliency.fc import check_spec, get_linear
+from neurosel.fc import FcSpec
+from neurosel.fc import check_spec, get_linear
 
 BLIND_SELECTIONS = ("all", "fc", "conv", "last")
 

@@ -43,7 +43,7 @@ from neurosel import config as C
 from neurosel.adapt.pseudo import (PseudoCtcDataset, merge_pseudo_labels, pseudo_label_report,
                                    read_pseudo_labels, select_pseudo_labels)
 from neurosel.adapt.systems import ORACLE, AdaptConfig, AdaptData, adapt_system
-from neurosel.model.spec import FcSpec
+from neurosel.fc import FcSpec
 from neurosel.decode.run import load_cuts
 from neurosel.errors import NeuroselError
 from neurosel.io import write_json

@@ -50,7 +50,7 @@ from neurosel.adapt.pseudo import PseudoLabelConfig
 from neurosel.adapt.select import (Selection, apply_selection, blind_selection, merge_selection,
                                    selection_size, train_mode)
 from neurosel.errors import NeuroselError
-from neurosel.model.spec import FcSpec
+from neurosel.fc import FcSpec
 from neurosel.train.data import Batch
 from neurosel.train.loop import evaluate, train_step
 

@@ -16,7 +16,7 @@ from neurosel.errors import NeuroselError
 from neurosel.io import torch_load, torch_save
 from neurosel.model.cnn import CnnCtcModel, ModelConfig
 from neurosel.model.fold import fold_norms
-from neurosel.model.spec import FcSpec
+from neurosel.fc import FcSpec
 
 __all__ = ["CnnCtcModel", "FcSpec", "ModelConfig", "build_model", "fold_norms", "load_model", "save_model"]
 

@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from neurosel.model.spec import FcSpec
+from neurosel.fc import FcSpec
 
 
 @dataclass

@@ -13,10 +13,10 @@ import torch
 from torch import Tensor, nn
 
 from neurosel.prune.remove import fold_delta, kept_indices
-from neurosel.saliency.fc import fc_widths, get_linear
+from neurosel.fc import fc_widths, get_linear
 
 if TYPE_CHECKING:
-    from neurosel.model.spec import FcSpec
+    from neurosel.fc import FcSpec
 
 
 class NeuronMask:

@@ -16,10 +16,10 @@ import torch
 from torch import Tensor, nn
 
 from neurosel.errors import NeuroselError
-from neurosel.saliency.fc import fc_widths, get_linear
+from neurosel.fc import fc_widths, get_linear
 
 if TYPE_CHECKING:
-    from neurosel.model.spec import FcSpec
+    from neurosel.fc import FcSpec
 
 
 def kept_indices(widths: list[int], remove: dict[int, Tensor]) -> dict[int, Tensor]:

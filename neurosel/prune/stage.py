@@ -45,11 +45,11 @@ from neurosel.prune.remove import remove_neurons
 from neurosel.saliency.classify import neurons_of
 from neurosel.saliency.compare import select_lowest
 from neurosel.saliency.criteria import magnitude_scores, random_scores
-from neurosel.saliency.fc import count_parameters, fc_widths
+from neurosel.fc import count_parameters, fc_widths
 from neurosel.saliency.tables import NeuronTable, read_neurons_tsv
 
 if TYPE_CHECKING:
-    from neurosel.model.spec import FcSpec
+    from neurosel.fc import FcSpec
 
 CLASS_SELECTIONS = {"hyper": ("hyper",), "hypo": ("hypo",), "hyper_hypo": ("hyper", "hypo")}
 CURVE_ORDERS = ("hyper_hypo", "random", "magnitude")

@@ -18,12 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from neurosel.errors import NeuroselError
-from neurosel.saliency.fc import check_spec, get_linear
+from neurosel.fc import check_spec, get_linear
 from neurosel.saliency.stats import NeuronStats
 from neurosel.saliency.taylor import TaylorStats
 
 if TYPE_CHECKING:
-    from neurosel.model.spec import FcSpec
+    from neurosel.fc import FcSpec
 
 
 def magnitude_scores(model: nn.Module, spec: FcSpec) -> list[Tensor]:

@@ -34,10 +34,10 @@ from torch import Tensor, nn
 
 from neurosel.errors import NeuroselError
 from neurosel.io import torch_load, torch_save
-from neurosel.saliency.fc import fc_widths
+from neurosel.fc import fc_widths
 
 if TYPE_CHECKING:
-    from neurosel.model.spec import FcSpec
+    from neurosel.fc import FcSpec
 
 
 @dataclass(frozen=True)
