@@ -21,7 +21,7 @@ cd "$(dirname "$0")"
 
 recipe=synth
 stage=0
-stop_stage=100
+stop_stage=8
 workdir=
 nj=2
 cmd=auto
@@ -47,6 +47,15 @@ Options:
 invocation="$0 $*"
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$help_message" >&2; exit 1; }
+# Stages are 0-8 (the table above): a stage outside that range, or not a number, is an error
+# rather than a run that does nothing and exits 0.
+for _opt in "stage=$stage" "stop-stage=$stop_stage"; do
+  case ${_opt#*=} in
+    [0-8]) ;;
+    *) echo "$0: --${_opt%%=*} '${_opt#*=}': not a stage number (0-8, see --help)" >&2; exit 1 ;;
+  esac
+done
+[ "$stage" -le "$stop_stage" ] || { echo "$0: --stage $stage is after --stop-stage $stop_stage: no stage to run" >&2; exit 1; }
 
 log() { echo "$(date '+%F %T') run.sh: $*" >&2; }
 
