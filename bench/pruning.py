@@ -5,7 +5,7 @@ of FLOPs removed.
 For each fraction f, f of every FC layer's neurons (a seeded random choice: which neurons does not
 change the cost) are removed from a copy of the run's model. Timed, interleaved with the unpruned
 model on the same ``dev`` features in memory, one torch thread (a decode job's setting): the
-whole forward pass, and the FC stack alone (``neurosel.prune.stage.run_fc_stack`` on the first FC
+whole forward pass, and the FC stack alone (``neurosel.recipe.prune_stage.run_fc_stack`` on the first FC
 layer's captured inputs, as stage 6 measures it). Efficiency = time saved / FLOPs removed: 1
 means time falls exactly with FLOPs.
 """
@@ -22,11 +22,11 @@ from torch import nn
 
 from bench.common import Metric, Section, fmt, interleaved
 from bench.inputs import Workdir, load_cuts, take_seconds, total_seconds
+from neurosel.fc import fc_widths
 from neurosel.inference import feature_batches
 from neurosel.model import CnnCtcModel, load_model
 from neurosel.prune.remove import remove_neurons
-from neurosel.prune.stage import PruneStageConfig, fc_inputs, run_fc_stack
-from neurosel.fc import fc_widths
+from neurosel.recipe.prune_stage import PruneStageConfig, fc_inputs, run_fc_stack
 from neurosel.train.data import load_cmvn
 
 TARGET_EFFICIENCY = 0.7

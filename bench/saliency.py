@@ -27,7 +27,7 @@ from bench.common import REPO, ChildRun, Metric, Section, check_child, fmt, inte
 from bench.inputs import Workdir, find_workdir, load_cuts, take_seconds, total_seconds
 from neurosel.inference import feature_batches, log_posteriors
 from neurosel.model import load_model
-from neurosel.saliency.stage import SaliencyStageConfig, reference_sets, reference_stats
+from neurosel.recipe.saliency_stage import SaliencyStageConfig, reference_sets, reference_stats
 from neurosel.saliency.stats import collect_stats
 from neurosel.train.data import load_cmvn
 

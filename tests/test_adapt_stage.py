@@ -15,20 +15,20 @@ import torch
 from lhotse import CutSet, load_manifest
 
 from fixtures_speech import tiny_speech  # noqa: F401  (pytest fixture)
-from neurosel.adapt.pseudo import (KeptLabels, PseudoCtcDataset, PseudoLabelConfig, PseudoLabels,
-                                   pseudo_label_report, read_pseudo_labels, select_pseudo_labels)
-from neurosel.adapt.stage import (POOLED, StagePaths, Unit, heldout_split, list_units, rates_path, run_tune, run_unit,
-                                  tune_units)
-from neurosel.errors import NeuroselError
-from neurosel.adapt.systems import SYSTEMS, AdaptConfig, close_phase, entropy_step, open_phase, phase_steps
 from neurosel.decode.graph import load_graph
 from neurosel.decode.run import decode_cuts, merge_and_score, write_part
 from neurosel.decode.types import DecodeConfig
+from neurosel.errors import NeuroselError
 from neurosel.inference import feature_batches
 from neurosel.model import ModelConfig, build_model, load_model, save_model
+from neurosel.recipe.adapt_systems import SYSTEMS, AdaptConfig, close_phase, entropy_step, open_phase, phase_steps
+from neurosel.recipe.adapt_units import (POOLED, StagePaths, Unit, heldout_split, list_units, rates_path, run_tune,
+                                         run_unit, tune_units)
+from neurosel.recipe.neuron_table import write_neurons_tsv
+from neurosel.recipe.pseudo_labels import (KeptLabels, PseudoCtcDataset, PseudoLabelConfig, PseudoLabels,
+                                           pseudo_label_report, read_pseudo_labels, select_pseudo_labels)
 from neurosel.saliency.classify import ClassifyConfig, classify, neurons_of
 from neurosel.saliency.stats import collect_stats
-from neurosel.saliency.tables import write_neurons_tsv
 from neurosel.train.data import load_bpe, load_cmvn
 from neurosel.train.loop import train_step
 

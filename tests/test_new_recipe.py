@@ -149,8 +149,8 @@ STAGE_CONFIGS = {  # conf/<name>.yaml (overlay section <name>) -> the module and
     "prepare": ("neurosel.data.prepare", "PrepareConfig"), "features": ("neurosel.data.features", "FeatureConfig"),
     "lang": ("neurosel.lang.prepare", "LangConfig"), "train": ("neurosel.train.trainer", "TrainConfig"),
     "decode": ("neurosel.decode.run", "DecodeStageConfig"),
-    "saliency": ("neurosel.saliency.stage", "SaliencyStageConfig"),
-    "prune": ("neurosel.prune.stage", "PruneStageConfig"), "adapt": ("neurosel.adapt.systems", "AdaptConfig"),
+    "saliency": ("neurosel.recipe.saliency_stage", "SaliencyStageConfig"),
+    "prune": ("neurosel.recipe.prune_stage", "PruneStageConfig"), "adapt": ("neurosel.recipe.adapt_systems", "AdaptConfig"),
 }
 
 

@@ -17,8 +17,8 @@ from neurosel.inference import feature_batches
 from neurosel.io import torch_load
 from neurosel.model import load_model
 from neurosel.prune import fc_widths, mask_neurons
-from neurosel.prune.stage import PruneStageConfig, build_system, choose_reference, plan_systems
-from neurosel.saliency.tables import read_neurons_tsv
+from neurosel.recipe.neuron_table import read_neurons_tsv
+from neurosel.recipe.prune_stage import PruneStageConfig, build_system, choose_reference, plan_systems
 from neurosel.train.data import load_cmvn
 
 OVERRIDES = ["reference_set=pooled", "speed_utterances=2", "speed_repeats=1", "curve_fractions=[0.25]",

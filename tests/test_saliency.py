@@ -13,7 +13,7 @@ from neurosel.saliency.compare import (compare_criteria, overlap_with_classes, s
                                        select_lowest_global, selection_jaccard)
 from neurosel.saliency.stats import (StatsCollector, StatsConfig, collect_stats, load_stats, merge,
                                      save_stats)
-from neurosel.saliency.tables import read_neurons_tsv, write_neurons_tsv
+from neurosel.recipe.neuron_table import read_neurons_tsv, write_neurons_tsv
 
 CONFIG = StatsConfig(hist_bins=8, hist_min=0.0, hist_max=1.0)
 
@@ -271,8 +271,8 @@ def test_neurons_tsv_round_trip_and_errors(mlp, tmp_path):
 
 
 def test_plots_write_pngs(mlp, tmp_path):
-    from neurosel.saliency.plots import (plot_class_counts, plot_criteria_overlap, plot_mean_vs_entropy,
-                                         plot_on_rate_histograms)
+    from neurosel.recipe.saliency_plots import (plot_class_counts, plot_criteria_overlap, plot_mean_vs_entropy,
+                                                plot_on_rate_histograms)
 
     stats = collect_stats(mlp, mlp_spec(2), [padded_batch(0, [6, 4])], CONFIG)
     config = ClassifyConfig(mode="percentile", percent=25)

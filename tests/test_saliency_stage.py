@@ -15,10 +15,10 @@ from lhotse import CutSet
 
 from neurosel.bin import saliency as saliency_cli
 from neurosel.model import ModelConfig, build_model, save_model
+from neurosel.recipe.neuron_table import FIXED_COLUMNS, read_neurons_tsv
+from neurosel.recipe.saliency_stage import reference_sets
 from neurosel.report.markdown import selection_note
-from neurosel.saliency.stage import reference_sets
 from neurosel.saliency.stats import load_stats
-from neurosel.saliency.tables import FIXED_COLUMNS, read_neurons_tsv
 from neurosel.train.data import load_bpe
 
 # fast settings: a few Taylor utterances, and percentile classes so an untrained model has some

@@ -32,12 +32,12 @@ import statistics
 from pathlib import Path
 
 from neurosel import config as C
-from neurosel.adapt.stage import (POOLED, StagePaths, Unit, find_conditions, list_units, marker_inputs, rates_path,
-                                  run_tune, run_unit, tune_units, unit_config, unit_inputs)
-from neurosel.adapt.systems import AdaptConfig
 from neurosel.bin import decode as decode_cli
 from neurosel.cli import config_args, run_main
 from neurosel.errors import NeuroselError
+from neurosel.recipe.adapt_systems import AdaptConfig
+from neurosel.recipe.adapt_units import (POOLED, StagePaths, Unit, find_conditions, list_units, marker_inputs,
+                                         rates_path, run_tune, run_unit, tune_units, unit_config, unit_inputs)
 from neurosel.report.collect import read_wer
 from neurosel.stage import fingerprint, status
 

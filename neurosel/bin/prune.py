@@ -33,9 +33,9 @@ from neurosel.decode.run import load_cuts
 from neurosel.errors import NeuroselError
 from neurosel.inference import feature_batches
 from neurosel.io import write_json, write_text
-from neurosel.prune.stage import (SUMMARY_HEADER, PruneStageConfig, SystemPlan, build_system, choose_reference,
-                                  decode_sets, format_rows, plan_systems, summary_rows)
-from neurosel.saliency.tables import read_neurons_tsv
+from neurosel.recipe.neuron_table import read_neurons_tsv
+from neurosel.recipe.prune_stage import (SUMMARY_HEADER, PruneStageConfig, SystemPlan, build_system, choose_reference,
+                                         decode_sets, format_rows, plan_systems, summary_rows)
 from neurosel.stage import fingerprint, run_once, status
 from neurosel.train.data import load_cmvn
 

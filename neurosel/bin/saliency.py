@@ -26,8 +26,8 @@ from neurosel.cli import config_args, job_args, run_main
 from neurosel.decode.run import load_cuts
 from neurosel.errors import NeuroselError
 from neurosel.model import load_model
-from neurosel.saliency.stage import (POOLED, SaliencyStageConfig, analyse_reference, pooled_stats,
-                                     reference_sets, reference_stats, summary_table, taylor_stats, write_overlap)
+from neurosel.recipe.saliency_stage import (POOLED, SaliencyStageConfig, analyse_reference, pooled_stats,
+                                            reference_sets, reference_stats, summary_table, taylor_stats, write_overlap)
 from neurosel.saliency.taylor import load_taylor, save_taylor
 from neurosel.stage import fingerprint, run_once, status
 from neurosel.train.data import CtcDataset, load_bpe, load_cmvn

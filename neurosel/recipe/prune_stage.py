@@ -38,15 +38,15 @@ import torch
 from torch import Tensor, nn
 
 from neurosel.errors import NeuroselError
+from neurosel.fc import count_parameters, fc_widths
 from neurosel.inference import INFERENCE_BATCH_SECONDS, FeatureBatch
 from neurosel.io import write_json, write_text
 from neurosel.model import load_model, save_model
 from neurosel.prune.remove import remove_neurons
+from neurosel.recipe.neuron_table import NeuronTable, read_neurons_tsv
 from neurosel.saliency.classify import neurons_of
 from neurosel.saliency.compare import select_lowest
 from neurosel.saliency.criteria import magnitude_scores, random_scores
-from neurosel.fc import count_parameters, fc_widths
-from neurosel.saliency.tables import NeuronTable, read_neurons_tsv
 
 if TYPE_CHECKING:
     from neurosel.fc import FcSpec

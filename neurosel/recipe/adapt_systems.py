@@ -30,7 +30,7 @@ CTC loss per token on the held-out slice (pseudo-labels; true transcripts for th
 keep the best (ties: the smaller rate). The kept model is the one trained on the training slice;
 the held-out slice is never trained on. ``lr_search`` says where the search runs: ``unit`` in
 every (system, seed, condition) run; ``system`` once per system, on the pooled adaptation sets
-with the first seed (``neurosel.adapt.stage``), whose rates every run of the system then trains
+with the first seed (``neurosel.recipe.adapt_units``), whose rates every run of the system then trains
 with (``adapt_system(..., rates=...)``): one run per unit instead of one per rate of the grid.
 """
 
@@ -46,11 +46,11 @@ import torch
 from torch import nn
 
 from neurosel.adapt.lhuc import add_lhuc, fold_lhuc
-from neurosel.adapt.pseudo import PseudoLabelConfig
-from neurosel.adapt.select import (Selection, apply_selection, blind_selection, merge_selection,
-                                   selection_size, train_mode)
+from neurosel.adapt.select import (Selection, apply_selection, blind_selection, merge_selection, selection_size,
+                                   train_mode)
 from neurosel.errors import NeuroselError
 from neurosel.fc import FcSpec
+from neurosel.recipe.pseudo_labels import PseudoLabelConfig
 from neurosel.train.data import Batch
 from neurosel.train.loop import evaluate, train_step
 

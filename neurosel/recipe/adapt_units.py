@@ -40,16 +40,16 @@ from lhotse import CutSet
 from torch import nn
 
 from neurosel import config as C
-from neurosel.adapt.pseudo import (PseudoCtcDataset, merge_pseudo_labels, pseudo_label_report,
-                                   read_pseudo_labels, select_pseudo_labels)
-from neurosel.adapt.systems import ORACLE, AdaptConfig, AdaptData, adapt_system
-from neurosel.fc import FcSpec
 from neurosel.decode.run import load_cuts
 from neurosel.errors import NeuroselError
+from neurosel.fc import FcSpec
 from neurosel.io import write_json
 from neurosel.model import load_model, save_model
+from neurosel.recipe.adapt_systems import ORACLE, AdaptConfig, AdaptData, adapt_system
+from neurosel.recipe.neuron_table import read_neurons_tsv
+from neurosel.recipe.pseudo_labels import (PseudoCtcDataset, merge_pseudo_labels, pseudo_label_report,
+                                           read_pseudo_labels, select_pseudo_labels)
 from neurosel.saliency.classify import neurons_of
-from neurosel.saliency.tables import read_neurons_tsv
 from neurosel.stage import run_once
 from neurosel.train.data import load_bpe, load_cmvn, make_sampler
 

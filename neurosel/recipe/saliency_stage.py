@@ -33,12 +33,12 @@ from neurosel.errors import NeuroselError
 from neurosel.inference import INFERENCE_BATCH_SECONDS, FeatureBatch, feature_batches
 from neurosel.io import write_json, write_text
 from neurosel.model import CnnCtcModel
-from neurosel.saliency import plots
+from neurosel.recipe import saliency_plots
+from neurosel.recipe.neuron_table import read_neurons_tsv, write_neurons_tsv
 from neurosel.saliency.classify import ClassifyConfig, class_counts, classify, neurons_of
 from neurosel.saliency.compare import compare_criteria, selection_jaccard
 from neurosel.saliency.criteria import CRITERIA, CriterionInputs, score_all
 from neurosel.saliency.stats import NeuronStats, StatsConfig, collect_stats, load_stats, merge, save_stats
-from neurosel.saliency.tables import read_neurons_tsv, write_neurons_tsv
 from neurosel.saliency.taylor import TaylorConfig, TaylorStats, collect_taylor
 from neurosel.train.data import Batch, CtcDataset, make_sampler
 from neurosel.train.loop import ctc_loss_sum
@@ -159,10 +159,10 @@ def analyse_reference(name: str, model: CnnCtcModel, stats: NeuronStats, taylor:
                                            "scope": cfg.compare_scope, "counts": counts, **definition,
                                            "rows": rows})
     C.save(cfg, out_dir / "config.yaml")
-    plots.plot_on_rate_histograms(out_dir / "on_rate.png", stats.on_rate, classes, cfg.classify)
-    plots.plot_mean_vs_entropy(out_dir / "mean_vs_entropy.png", stats.mean_act, stats.entropy, classes)
-    plots.plot_criteria_overlap(out_dir / "criteria_overlap.png", comparison)
-    plots.plot_class_counts(out_dir / "class_counts.png", classes)
+    saliency_plots.plot_on_rate_histograms(out_dir / "on_rate.png", stats.on_rate, classes, cfg.classify)
+    saliency_plots.plot_mean_vs_entropy(out_dir / "mean_vs_entropy.png", stats.mean_act, stats.entropy, classes)
+    saliency_plots.plot_criteria_overlap(out_dir / "criteria_overlap.png", comparison)
+    saliency_plots.plot_class_counts(out_dir / "class_counts.png", classes)
     return rows
 
 
