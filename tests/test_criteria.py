@@ -13,7 +13,7 @@ from neurosel.saliency.criteria import (CRITERIA, CriterionInputs, random_scores
                                         taylor1_scores, taylor2_scores)
 from neurosel.saliency.stats import StatsConfig, collect_stats
 from neurosel.saliency.taylor import (TaylorConfig, TaylorStats, collect_taylor, load_taylor,
-                                      merge_taylor, save_taylor)
+                                      save_taylor)
 
 ZERO_OUT, STUCK_ON, DEAD, TINY_IN = 0, 1, 2, 3
 
@@ -170,19 +170,16 @@ def test_taylor2_diagonal_matches_exact_second_derivative_on_average():
                                             / taylor.count).abs())
 
 
-def test_taylor_statistics_merge_and_save(tmp_path):
+def test_taylor_statistics_save_and_load(tmp_path):
     model, spec = hand_built(), mlp_spec(2, on_threshold=0.0)
-    batches = labelled_batches(seeds=(0, 1, 2))
-    config = TaylorConfig(hessian_probes=0)
-    whole = collect_taylor(model, spec, batches, frame_loss, config)
-    save_taylor(collect_taylor(model, spec, batches[:2], frame_loss, config), tmp_path / "a.pt")
-    rest = collect_taylor(model, spec, batches[2:], frame_loss, config)
-    merged = merge_taylor(load_taylor(tmp_path / "a.pt"), rest)
-    assert merged.count == whole.count
-    for a, b in zip(merged.sum_ag, whole.sum_ag):
-        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-15)
-    with pytest.raises(NeuroselError, match="different layer widths or probe settings"):
-        merge_taylor(whole, TaylorStats(1, whole.sum_ag, whole.sum_a2h, True))
+    whole = collect_taylor(model, spec, labelled_batches(seeds=(0, 1, 2)), frame_loss, TaylorConfig(hessian_probes=0))
+    save_taylor(whole, tmp_path / "a.pt")
+    loaded = load_taylor(tmp_path / "a.pt")
+    assert loaded.count == whole.count and loaded.has_hessian is False
+    assert all(torch.equal(a, b) for a, b in zip(loaded.sum_ag, whole.sum_ag))
+    (tmp_path / "b.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(NeuroselError, match="b.pt"):
+        load_taylor(tmp_path / "b.pt")
 
 
 def test_random_scores_are_seeded():

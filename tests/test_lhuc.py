@@ -1,5 +1,5 @@
 """LHUC: only the per-neuron amplitudes train, and folding them into the consumers gives a plain
-model with the same outputs."""
+model with the same outputs; a wrong description is a clear error."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from neurosel.adapt.lhuc import LhucActivation, add_lhuc, fold_lhuc, lhuc_parameters
+from neurosel.adapt.lhuc import LhucScale, add_lhuc, fold_lhuc, lhuc_parameters
 from neurosel.errors import NeuroselError
-from neurosel.fc import FcSpec
+from neurosel.fc import FcSpec, verify_spec
 
 
 class Mlp(nn.Module):
@@ -48,15 +48,20 @@ def test_lhuc_trains_only_amplitudes_and_folds_to_identical_outputs() -> None:
         opt.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
-    for key, value in original.items():
-        assert torch.equal(model.get_parameter(key.replace("act.b.", "act.b.activation.")), value), key
+    for key, value in original.items():  # a scaled weight is kept as the parametrisation's original
+        module, _, tensor = key.rpartition(".")
+        plain = model.get_submodule(module)
+        if hasattr(plain, "parametrizations") and tensor in plain.parametrizations:
+            assert torch.equal(plain.parametrizations[tensor].original, value), key
+        else:
+            assert torch.equal(model.get_parameter(key), value), key
     assert all((p != 0).any() for p in params)
     with torch.no_grad():
         adapted = model(x)
     assert not torch.allclose(adapted, before)
 
     fold_lhuc(model, SPEC)
-    assert lhuc_parameters(model) == [] and not any(isinstance(m, LhucActivation) for m in model.modules())
+    assert lhuc_parameters(model) == [] and not any(isinstance(m, LhucScale) for m in model.modules())
     assert list(model.state_dict()) == list(original)
     assert all(p.requires_grad for p in model.parameters())
     with torch.no_grad():
@@ -69,13 +74,13 @@ def test_lhuc_errors() -> None:
     model = Mlp()
     with pytest.raises(NeuroselError, match="no LHUC scales"):
         fold_lhuc(model, SPEC)
-    with pytest.raises(NeuroselError, match="twice"):
-        add_lhuc(model, FcSpec(["fc.0", "fc.1"], ["act.a", "act.a"], ["fc.1", "output"], 0.5))
     add_lhuc(model, SPEC)
     with pytest.raises(NeuroselError, match="already has LHUC"):
         add_lhuc(model, SPEC)
-    wrong = FcSpec(["fc.0"], ["act.b"], ["fc.1"], 0.5)  # act.b outputs 7 neurons, fc.0 has 9
-    model = Mlp()
-    add_lhuc(model, wrong)
-    with pytest.raises(NeuroselError, match="7 neurons"):
-        model(torch.randn(2, 6))
+    x = torch.randn(2, 6)
+    # act.a is not what fc.1's output goes through, and act.b not fc.0's: caught before any use
+    with pytest.raises(NeuroselError, match="act.a"):
+        verify_spec(Mlp(), FcSpec(["fc.0", "fc.1"], ["act.a", "act.a"], ["fc.1", "output"], 0.5), x)
+    with pytest.raises(NeuroselError, match="act.b"):
+        verify_spec(Mlp(), FcSpec(["fc.0"], ["act.b"], ["fc.1"], 0.5), x)
+    verify_spec(Mlp(), SPEC, x)

@@ -1,4 +1,4 @@
-"""Structured removal of FC neurons, its mask-mode equivalent, mean folding and the index map."""
+"""Structured removal of FC neurons, its mask-mode equivalent, mean folding and the kept indices."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from fc_nets import ConvMlp, Mlp, conv_mlp_spec, mlp_spec, seeded
 from neurosel.errors import NeuroselError
-from neurosel.prune import count_parameters, fc_widths, mask_neurons, remove_neurons, restore_pruned
+from neurosel.prune import count_parameters, fc_widths, mask_neurons, remove_neurons
 from neurosel.saliency.stats import StatsConfig, collect_stats
 
 REMOVE = {0: torch.tensor([4, 1, 6]), 1: torch.tensor([0, 3])}
@@ -84,13 +84,12 @@ def test_removed_rows_and_columns_are_the_right_ones():
     assert torch.equal(model.output.bias, original.output.bias)
 
 
-def test_restore_pruned_loads_a_pruned_state_dict():
+def test_a_pruned_state_dict_loads_into_a_model_built_at_the_kept_widths():
     model, spec, x = models()[0]
     means = mean_activations(model, spec, x)
-    pruned, _, index_map = remove_neurons(copy.deepcopy(model), spec, REMOVE, means)
-    checkpoint = {"model": pruned.state_dict(), "index_map": index_map}
-    fresh = restore_pruned(seeded(Mlp(5, [8, 5], 3), seed=9), spec, checkpoint["index_map"])
-    fresh.load_state_dict(checkpoint["model"])
+    pruned, _, kept = remove_neurons(copy.deepcopy(model), spec, REMOVE, means)
+    fresh = seeded(Mlp(5, [len(kept[0]), len(kept[1])], 3), seed=9)
+    fresh.load_state_dict(pruned.state_dict())
     with torch.no_grad():
         assert torch.equal(fresh(x), pruned(x))
 

@@ -154,7 +154,7 @@ def test_collector_checks_masks_and_restores_the_model(mlp):
         with pytest.raises(NeuroselError, match="frame mask"):
             with collector.masked(mask[:, :2]), torch.no_grad():
                 mlp(x)
-    assert not any(m._forward_hooks for m in mlp.modules())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in mlp.modules())
     with pytest.raises(NeuroselError, match="no frames"):
         _ = collector.result().on_rate
     mlp.train()

@@ -28,6 +28,7 @@ from torch.nn.utils import parametrize
 from neurosel.errors import NeuroselError
 from neurosel.fc import FcSpec
 from neurosel.fc import check_spec, get_linear
+from neurosel.fc.reparam import parameter_order, require_plain, unparametrize
 
 BLIND_SELECTIONS = ("all", "fc", "conv", "last")
 
@@ -141,6 +142,7 @@ def apply_selection(model: nn.Module, spec: FcSpec, selection: Selection) -> lis
             if f"{module_name}.{tensor_name}" in whole:
                 raise NeuroselError(f"'{module_name}.{tensor_name}' is selected both whole and by neuron "
                                     f"(FC layer {layer})")
+            require_plain(module, tensor_name, module_name, "select neurons")
             planned.append((module, tensor_name, dim, index))
     if not whole and not planned:
         raise NeuroselError("the selection moves no parameter (no prefix, layer or neuron selected)")
@@ -181,15 +183,6 @@ def checked_neurons(index: torch.Tensor, layer: int, width: int) -> torch.Tensor
     return index
 
 
-def parameter_order(module: nn.Module) -> tuple[str, ...]:
-    """Names of ``module``'s own parameters in registration order, as before any selection delta."""
-    for plist in (module.parametrizations.values() if parametrize.is_parametrized(module) else ()):
-        for delta in plist:
-            if isinstance(delta, IndexDelta):
-                return delta.host_order
-    return tuple(name for name, _ in module.named_parameters(recurse=False))
-
-
 def merge_selection(model: nn.Module) -> None:
     """Fold every selection delta into its tensor and remove the parametrisations, in place.
 
@@ -201,16 +194,8 @@ def merge_selection(model: nn.Module) -> None:
             continue
         ours = [tensor_name for tensor_name, plist in module.parametrizations.items()
                 if any(isinstance(p, IndexDelta) for p in plist)]
-        if not ours:
-            continue
-        order = parameter_order(module)
-        for tensor_name in ours:
-            parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=True)
-        # Removal re-registers a tensor last; restore the original order so state_dicts match.
-        params = {name: getattr(module, name) for name in order}
-        for name, param in params.items():
-            delattr(module, name)
-            module.register_parameter(name, param)
+        if ours:
+            unparametrize(module, ours, keep_value=True)
     for p in model.parameters():
         p.requires_grad_(True)
 

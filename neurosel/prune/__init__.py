@@ -2,8 +2,8 @@
 physical removal (``remove_neurons``) or the equivalent masking (``mask_neurons``)."""
 
 from neurosel.prune.mask import NeuronMask, mask_neurons
-from neurosel.prune.remove import fold_delta, kept_indices, remove_neurons, restore_pruned, set_module
+from neurosel.prune.remove import fold_delta, kept_indices, remove_neurons, set_module
 from neurosel.fc import count_parameters, fc_widths
 
 __all__ = ["NeuronMask", "count_parameters", "fc_widths", "fold_delta", "kept_indices", "mask_neurons",
-           "remove_neurons", "restore_pruned", "set_module"]
+           "remove_neurons", "set_module"]

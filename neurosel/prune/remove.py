@@ -10,16 +10,13 @@ linear and its activation must be folded into the linear first (``neurosel.model
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor, nn
 
 from neurosel.errors import NeuroselError
-from neurosel.fc import fc_widths, get_linear
+from neurosel.fc import FcSpec, fc_widths, get_linear
+from neurosel.fc.reparam import require_plain
 
-if TYPE_CHECKING:
-    from neurosel.fc import FcSpec
 
 
 def kept_indices(widths: list[int], remove: dict[int, Tensor]) -> dict[int, Tensor]:
@@ -82,12 +79,18 @@ def remove_neurons(model: nn.Module, spec: FcSpec, remove: dict[int, Tensor],
     """Delete the neurons ``remove[layer]`` (LongTensor of indices) in place.
 
     ``fold_mean[layer]`` (D_l,), when given, is the layer's mean activation; the removed
-    neurons' means are folded into the consumer's bias. Returns ``(model, spec, index_map)``:
-    the same (modified) model, the same spec (names are kept), and per layer the original
-    indices of the kept neurons (store it in the checkpoint; ``restore_pruned`` uses it).
+    neurons' means are folded into the consumer's bias. Returns ``(model, spec, kept)``: the
+    same (modified) model, the same spec (names are kept), and per layer the original indices of
+    the kept neurons. Raises ``NeuroselError`` (model untouched) if a linear to be sliced carries
+    a pending selection delta, LHUC scales or a neuron mask: slicing would drop them silently.
     """
     widths = fc_widths(model, spec)
     kept = kept_indices(widths, remove)
+    for layer, keep in kept.items():
+        if keep.numel() != widths[layer]:
+            for name in (spec.linears[layer], spec.consumers[layer]):
+                for tensor_name in ("weight", "bias"):
+                    require_plain(get_linear(model, name), tensor_name, name, "remove neurons")
     fold_mean = fold_mean or {}
     rows: dict[str, Tensor] = {}
     cols: dict[str, Tensor] = {}
@@ -109,22 +112,3 @@ def remove_neurons(model: nn.Module, spec: FcSpec, remove: dict[int, Tensor],
         c = cols.get(name, torch.arange(old.in_features)).to(device)
         set_module(model, name, _sliced_linear(old, r, c, deltas.get(name)))
     return model, spec, kept
-
-
-def restore_pruned(model: nn.Module, spec: FcSpec, index_map: dict[int, Tensor]) -> nn.Module:
-    """Shrink a freshly built full-size ``model`` to the kept neurons of ``index_map`` (no
-    folding: a pruned checkpoint's state_dict already holds the folded biases), so that the
-    pruned state_dict loads into it. Returns the same model."""
-    widths = fc_widths(model, spec)
-    remove = {}
-    for layer, keep in index_map.items():
-        if not 0 <= layer < len(widths):
-            raise NeuroselError(f"index map names FC layer {layer}; the model has {len(widths)}")
-        keep = keep.to(torch.int64)
-        if keep.numel() and (keep.min() < 0 or keep.max() >= widths[layer]):
-            raise NeuroselError(f"index map of FC layer {layer} has an index outside 0..{widths[layer] - 1}")
-        drop = torch.ones(widths[layer], dtype=torch.bool)
-        drop[keep] = False
-        remove[layer] = torch.nonzero(drop).flatten()
-    remove_neurons(model, spec, remove)
-    return model

@@ -9,12 +9,12 @@ from neurosel.saliency.compare import (SelectionOverlap, compare_criteria, selec
 from neurosel.saliency.criteria import CRITERIA, CriterionInputs, score, score_all
 from neurosel.saliency.stats import (NeuronStats, StatsCollector, StatsConfig, collect_stats, load_stats,
                                      merge, save_stats)
-from neurosel.saliency.taylor import TaylorConfig, TaylorStats, collect_taylor, load_taylor, merge_taylor, save_taylor
+from neurosel.saliency.taylor import TaylorConfig, TaylorStats, collect_taylor, load_taylor, save_taylor
 
 __all__ = [
     "CRITERIA", "ClassifyConfig", "CriterionInputs", "NeuronStats", "SelectionOverlap",
     "StatsCollector", "StatsConfig", "TaylorConfig", "TaylorStats", "class_counts", "classify",
     "classify_values", "collect_stats", "collect_taylor", "compare_criteria", "load_stats", "load_taylor",
-    "merge", "merge_taylor", "neurons_of", "save_stats", "save_taylor", "score",
+    "merge", "neurons_of", "save_stats", "save_taylor", "score",
     "score_all", "select_lowest", "select_lowest_global", "selection_jaccard",
 ]

@@ -12,18 +12,19 @@ can score every criterion the same way::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor, nn
 
 from neurosel.errors import NeuroselError
-from neurosel.fc import check_spec, get_linear
+from neurosel.fc import FcSpec, check_spec, get_linear
 from neurosel.saliency.stats import NeuronStats
 from neurosel.saliency.taylor import TaylorStats
 
-if TYPE_CHECKING:
-    from neurosel.fc import FcSpec
+
+class MissingInput(NeuroselError):
+    """A criterion's input (weights, neuron or Taylor statistics) was not given."""
 
 
 def magnitude_scores(model: nn.Module, spec: FcSpec) -> list[Tensor]:
@@ -74,7 +75,7 @@ def taylor2_scores(taylor: TaylorStats) -> list[Tensor]:
     neuron's output is set to 0 (Sharma, Wolfe & Raj 2017; estimator in ``saliency.taylor``)."""
     _require_frames(taylor)
     if not taylor.has_hessian:
-        raise NeuroselError("criterion taylor2 needs Taylor statistics collected with hessian_probes >= 1")
+        raise MissingInput("criterion taylor2 needs Taylor statistics collected with hessian_probes >= 1")
     return [((0.5 * s2 - s1) / taylor.count).abs() for s1, s2 in zip(taylor.sum_ag, taylor.sum_a2h)]
 
 
@@ -96,17 +97,17 @@ class CriterionInputs:
 
     def weights(self, name: str) -> tuple[nn.Module, FcSpec]:
         if self.model is None or self.spec is None:
-            raise NeuroselError(f"criterion {name} needs the model and its FC spec")
+            raise MissingInput(f"criterion {name} needs the model and its FC spec")
         return self.model, self.spec
 
     def neuron_stats(self, name: str) -> NeuronStats:
         if self.stats is None:
-            raise NeuroselError(f"criterion {name} needs neuron statistics (collect_stats)")
+            raise MissingInput(f"criterion {name} needs neuron statistics (collect_stats)")
         return self.stats
 
     def taylor_stats(self, name: str) -> TaylorStats:
         if self.taylor is None:
-            raise NeuroselError(f"criterion {name} needs Taylor statistics (collect_taylor)")
+            raise MissingInput(f"criterion {name} needs Taylor statistics (collect_taylor)")
         return self.taylor
 
     def widths(self) -> list[int]:
@@ -140,5 +141,15 @@ def score(name: str, inputs: CriterionInputs) -> list[Tensor]:
 
 
 def score_all(inputs: CriterionInputs, names: list[str] | None = None) -> dict[str, list[Tensor]]:
-    """``{name: scores}`` for ``names`` (default: every criterion in ``CRITERIA``)."""
-    return {name: score(name, inputs) for name in (names if names is not None else list(CRITERIA))}
+    """``{name: scores}`` for ``names``; by default every criterion of ``CRITERIA`` whose inputs
+    ``inputs`` holds (without Taylor statistics, say, all but ``taylor1`` and ``taylor2``). A
+    criterion named in ``names`` whose inputs are missing raises ``NeuroselError``."""
+    if names is not None:
+        return {name: score(name, inputs) for name in names}
+    scores = {}
+    for name in CRITERIA:
+        try:
+            scores[name] = score(name, inputs)
+        except MissingInput:
+            continue
+    return scores

@@ -27,17 +27,16 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
 
 from neurosel.errors import NeuroselError
 from neurosel.io import torch_load, torch_save
-from neurosel.fc import fc_widths
+from neurosel.fc import FcSpec, fc_widths
+from neurosel.fc.taps import ActivationTaps
 
-if TYPE_CHECKING:
-    from neurosel.fc import FcSpec
 
 
 @dataclass(frozen=True)
@@ -300,11 +299,14 @@ def load_stats(path: str | Path) -> NeuronStats:
 
 
 class StatsCollector:
-    """Forward hooks on ``spec.activations`` that accumulate ``NeuronStats``.
+    """Accumulates ``NeuronStats`` from the activations of ``spec``'s layers, read at the input of
+    each layer's consumer (``neurosel.fc.taps``: right for shared and functional activations, with
+    PyTorch's fused inference paths off inside the block).
 
     A context manager: hooks exist only inside ``with``. Before each forward, give the frame
     mask (boolean, shape = the activation's leading dims, True = real frame) with
-    ``set_mask`` or the ``masked`` context; without a mask every frame counts.
+    ``set_mask`` or the ``masked`` context; without a mask every frame counts. ``result`` raises
+    ``NeuroselError`` if some layers saw frames and others none.
     """
 
     def __init__(self, model: nn.Module, spec: FcSpec, config: StatsConfig = StatsConfig()):
@@ -315,19 +317,15 @@ class StatsCollector:
         self._stats = NeuronStats(spec.on_threshold, config,
                                   [LayerStats.empty(d, config.hist_bins) for d in widths])
         self._mask: Tensor | None = None
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._taps = ActivationTaps(model, spec, self._add)
         self._workspace = Workspace()  # shared: the layers' hooks run one after the other
 
     def __enter__(self) -> StatsCollector:
-        for layer, name in enumerate(self.spec.activations):
-            module = self.model.get_submodule(name)
-            self._handles.append(module.register_forward_hook(self._hook(layer, name)))
+        self._taps.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+        self._taps.__exit__(*exc)
 
     def set_mask(self, mask: Tensor | None) -> None:
         """Use ``mask`` (bool, leading dims of the activations) for the following forwards."""
@@ -344,21 +342,18 @@ class StatsCollector:
         finally:
             self._mask = None
 
-    def _hook(self, layer: int, name: str) -> Callable[..., None]:
+    def _add(self, layer: int, activations: Tensor) -> None:
         stats = self._stats.layers[layer]
-
-        def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
-            where = f"layer {layer} ({name})"
-            x = masked_rows(output, self._mask, where, stats.width)
-            try:
-                stats.update(x, self._stats.theta, self.config, self._workspace)
-            except NeuroselError as e:
-                raise NeuroselError(f"{where}: {e}") from e
-
-        return hook
+        where = f"layer {layer} ({self.spec.activations[layer]})"
+        x = masked_rows(activations, self._mask, where, stats.width)
+        try:
+            stats.update(x, self._stats.theta, self.config, self._workspace)
+        except NeuroselError as e:
+            raise NeuroselError(f"{where}: {e}") from e
 
     def result(self) -> NeuronStats:
         """A copy of the statistics collected so far."""
+        self._taps.check_seen()
         return NeuronStats(self._stats.theta, self.config, [s.copy() for s in self._stats.layers])
 
 

@@ -10,7 +10,8 @@ frames, sum a*g and sum a^2*h in float64; ``neurosel.saliency.criteria`` turns t
 Diagonal second derivative, the estimator: Hutchinson's diag(H) = E_z[z * (H z)] with Rademacher
 probes z drawn over every FC activation of the batch at once, and the Hessian-vector product
 taken by a central difference of gradients, H z ~ (g(a + eps z) - g(a - eps z)) / (2 eps), with
-the perturbation added by the same forward hooks that capture the activations. Why this one:
+the perturbation added by the same hooks that capture the activations (at each consumer's
+input, ``neurosel.fc.taps``). Why this one:
 the exact Hessian-vector product needs double backward, which PyTorch's CTC loss does not
 implement ("derivative for aten::_ctc_loss_backward is not implemented"); the difference quotient
 needs only first derivatives, so it works for any loss closure. Each probe costs two extra
@@ -28,18 +29,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
 from neurosel.errors import NeuroselError
 from neurosel.io import torch_load, torch_save
-from neurosel.fc import fc_widths
+from neurosel.fc import FcSpec, fc_widths
+from neurosel.fc.taps import ActivationTaps
 from neurosel.saliency.stats import masked_rows
 
-if TYPE_CHECKING:
-    from neurosel.fc import FcSpec
 
 
 @dataclass(frozen=True)
@@ -84,14 +84,6 @@ class TaylorStats:
         return out
 
 
-def merge_taylor(a: TaylorStats, b: TaylorStats) -> TaylorStats:
-    """Statistics of the union of both frame sets."""
-    if [t.numel() for t in a.sum_ag] != [t.numel() for t in b.sum_ag] or a.has_hessian != b.has_hessian:
-        raise NeuroselError("cannot merge Taylor statistics of different layer widths or probe settings")
-    return TaylorStats(a.count + b.count, [x + y for x, y in zip(a.sum_ag, b.sum_ag)],
-                       [x + y for x, y in zip(a.sum_a2h, b.sum_a2h)], a.has_hessian)
-
-
 def save_taylor(stats: TaylorStats, path: str | Path) -> None:
     """Write ``stats`` atomically."""
     torch_save(stats.to_dict(), path)
@@ -106,44 +98,38 @@ def load_taylor(path: str | Path) -> TaylorStats:
 
 
 class _ActivationTap:
-    """Forward hooks that capture each FC layer's activation tensor and optionally add
-    ``shift * probe`` to it (the probe drawn on first use, then reused)."""
+    """Captures each FC layer's activation tensor at its consumer's input (``ActivationTaps``) and
+    optionally replaces it by itself + ``shift * probe`` (the probe drawn on first use, then
+    reused)."""
 
     def __init__(self, model: nn.Module, spec: FcSpec, generator: torch.Generator):
         self.names = list(spec.activations)
+        self.consumers = list(spec.consumers)
         self.outputs: list[Tensor | None] = [None] * len(self.names)
         self.probes: list[Tensor | None] = [None] * len(self.names)
         self.shift = 0.0
         self.generator = generator
-        self.handles = [model.get_submodule(name).register_forward_hook(self._hook(layer))
-                        for layer, name in enumerate(self.names)]
+        self.taps = ActivationTaps(model, spec, self._capture)
 
-    def _hook(self, layer: int) -> Callable[..., Tensor]:
-        def hook(module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
-            if not output.requires_grad:
-                output = output.detach().requires_grad_(True)
-            if self.shift:
-                if self.probes[layer] is None:
-                    signs = torch.randint(0, 2, output.shape, generator=self.generator)
-                    self.probes[layer] = (2 * signs - 1).to(output.dtype)
-                output = output + self.shift * self.probes[layer]
-            self.outputs[layer] = output
-            return output
-
-        return hook
+    def _capture(self, layer: int, output: Tensor) -> Tensor:
+        if not output.requires_grad:
+            output = output.detach().requires_grad_(True)
+        if self.shift:
+            if self.probes[layer] is None:
+                signs = torch.randint(0, 2, output.shape, generator=self.generator)
+                self.probes[layer] = (2 * signs - 1).to(output.dtype)
+            output = output + self.shift * self.probes[layer]
+        self.outputs[layer] = output
+        return output
 
     def gradients(self, loss: Tensor) -> list[Tensor]:
         """dE/da for every captured activation (zeros where the loss does not depend on it)."""
         if any(o is None for o in self.outputs):
-            missing = self.names[[o is None for o in self.outputs].index(True)]
-            raise NeuroselError(f"the loss closure never ran activation module '{missing}'")
+            missing = self.consumers[[o is None for o in self.outputs].index(True)]
+            raise NeuroselError(f"the loss closure never ran consumer '{missing}'")
         outputs = [o for o in self.outputs if o is not None]
         grads = torch.autograd.grad(loss, outputs, allow_unused=True)
         return [torch.zeros_like(o) if g is None else g for o, g in zip(outputs, grads)]
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
 
 
 def collect_taylor(
@@ -168,13 +154,12 @@ def collect_taylor(
     was_training = model.training
     model.eval()
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), tap.taps:
             for number, (batch, mask) in enumerate(batches):
                 count += _add_batch(tap, model, batch, mask, loss_fn, config, widths, sum_ag, sum_a2h)
                 if not all(torch.isfinite(s).all() for s in sum_ag + sum_a2h):
                     raise NeuroselError(f"batch {number}: non-finite activation, gradient or loss")
     finally:
-        tap.remove()
         model.train(was_training)
     return TaylorStats(count, sum_ag, sum_a2h, config.hessian_probes > 0)
 
