@@ -12,7 +12,7 @@ from neurosel.config import from_dict
 from neurosel.errors import NeuroselError
 from neurosel.model import ModelConfig, build_model, fold_norms, load_model, save_model
 from neurosel.model.cnn import FreqMaxPool, conv_block
-from neurosel.fc import FcSpec
+from neurosel.fc import FcSpec, find_fc_layers, verify_spec
 
 
 def small_config(**kw) -> ModelConfig:
@@ -83,6 +83,18 @@ def test_fc_spec_names_resolve_to_the_fc_stack(activation: str, threshold: float
     _, out_lens = model(torch.randn(2, 40, 80), torch.tensor([40, 21]))
     # hooks see the valid frames only, (frames, width)
     assert seen == [(int(out_lens.sum()), w) for w in (24, 16, 20)]
+    # the hand-written spec is what discovery finds on a sample input
+    sample = (torch.randn(1, 20, 80), torch.tensor([20]))
+    assert find_fc_layers(model, *sample) == spec
+    verify_spec(model, spec, *sample)
+
+
+def test_an_unfolded_norm_between_linear_and_activation_is_not_an_fc_layer() -> None:
+    model = build_model(small_config(fc_norm="batchnorm")).eval()
+    with pytest.raises(NeuroselError, match="'fc.0' is not an FC layer.*batch_norm"):
+        verify_spec(model, model.fc_spec(), torch.randn(1, 20, 80), torch.tensor([20]))
+    folded = fold_norms(model)
+    verify_spec(folded, folded.fc_spec(), torch.randn(1, 20, 80), torch.tensor([20]))
 
 
 def test_checkpoint_loads_with_weights_only_and_rebuilds_pruned_widths(tmp_path) -> None:
