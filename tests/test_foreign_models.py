@@ -163,6 +163,7 @@ def test_transformer_encoder_statistics_with_a_padding_mask():
         torch.testing.assert_close(layer.mean, acts[~padding].double().mean(0))
 
 
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")  # torch's own, from its fast path
 def test_transformer_encoder_masks_and_lhuc_hold_in_the_fused_fast_path():
     model, (x, padding) = encoder(), padded()
     spec = find_fc_layers(model, x, src_key_padding_mask=padding)
