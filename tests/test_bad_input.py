@@ -152,6 +152,53 @@ def silent_audio(corpus: Path) -> list[str]:
     return [wav.name, "all zeros"]
 
 
+def practically_silent_audio(corpus: Path) -> list[str]:
+    """Real speech scaled to a peak of -90 dBFS (about one 16-bit step): not bit-exact zero."""
+    _, wav, _ = first_utterance(corpus)
+    audio, rate = sf.read(wav)
+    _rewrite_wav(wav, audio / np.max(np.abs(audio)) * 10 ** (-90 / 20), rate)
+    return [wav.name, "practically silent", "dBFS"]
+
+
+def _as_flac(corpus: Path, command: bool) -> Path:
+    """The first utterance's audio as a real FLAC file, which wav.scp then names (a path, or the
+    Kaldi pipe ``sox -R x.flac -t wav - |``); the WAV goes."""
+    utt, wav, _ = first_utterance(corpus)
+    audio, rate = sf.read(wav)
+    flac = wav.with_suffix(".flac")
+    sf.write(flac, audio, rate, subtype="PCM_16")
+    wav.unlink()
+    scp = corpus / "train" / "wav.scp"
+    value = f"sox -R {flac} -t wav - |" if command else str(flac)
+    scp.write_text(scp.read_text().replace(f"{utt} {wav}\n", f"{utt} {value}\n"))
+    return flac
+
+
+def _cut_flac(flac: Path) -> None:
+    data = flac.read_bytes()
+    flac.write_bytes(data[: len(data) // 2])
+
+
+def truncated_flac(corpus: Path) -> list[str]:
+    flac = _as_flac(corpus, command=False)
+    _cut_flac(flac)
+    return [flac.name, "is truncated"]
+
+
+def truncated_flac_through_sox(corpus: Path) -> list[str]:
+    """sox exits 0 on a truncated FLAC and writes less audio than its WAV header declares."""
+    flac = _as_flac(corpus, command=True)
+    _cut_flac(flac)
+    return [flac.name, "is truncated"]
+
+
+def flac_cut_to_its_header(corpus: Path) -> list[str]:
+    """Was reported as '0.000 s is shorter than 0.3 s'."""
+    flac = _as_flac(corpus, command=True)
+    flac.write_bytes(flac.read_bytes()[:100])
+    return [flac.name, "is truncated"]
+
+
 def zero_length_audio(corpus: Path) -> list[str]:
     _, wav, _ = first_utterance(corpus)
     _rewrite_wav(wav, np.zeros(0), 16000)
@@ -192,9 +239,10 @@ def non_utf8_transcript(corpus: Path) -> list[str]:
     return [str(text), "UTF-8"]
 
 
-@pytest.mark.parametrize("breaker", [missing_audio, truncated_audio, corrupt_audio, silent_audio, zero_length_audio,
-                                     very_long_audio, wrong_sample_rate, wrong_channel_count, empty_transcript,
-                                     non_utf8_transcript])
+@pytest.mark.parametrize("breaker", [missing_audio, truncated_audio, corrupt_audio, silent_audio,
+                                     practically_silent_audio, truncated_flac, truncated_flac_through_sox,
+                                     flac_cut_to_its_header, zero_length_audio, very_long_audio, wrong_sample_rate,
+                                     wrong_channel_count, empty_transcript, non_utf8_transcript])
 def test_bad_corpus(stage0, tmp_path: Path, breaker, capsys, monkeypatch) -> None:
     source, prepared = stage0
     corpus = tmp_path / "corpus"
@@ -231,8 +279,8 @@ def test_bad_config(stage0, tmp_path: Path, text: str, names: list[str], capsys,
 
 
 def test_disk_full_during_the_kaldi_export(stage0, tmp_path: Path, capsys, monkeypatch) -> None:
-    """A write that fails for lack of space inside Lhotse's Kaldi export (a failed ``write`` names
-    no file) is reported against the data dir being exported; the earlier one stays."""
+    """A write that fails for lack of space inside the Kaldi export (a failed ``write`` names no
+    file) is reported against the data dir being exported; the earlier one stays."""
     import errno
 
     from neurosel.data import prepare as prepare_lib
@@ -242,11 +290,11 @@ def test_disk_full_during_the_kaldi_export(stage0, tmp_path: Path, capsys, monke
     shutil.copytree(prepared, data)
     before = snapshot(data)
 
-    def full_disk(recordings, supervisions, dest) -> None:
-        (Path(dest) / "wav.scp").write_text("half")
+    def full_disk(path: Path, text: str) -> None:
+        path.write_text(text[: len(text) // 2])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(prepare_lib, "export_to_kaldi", full_disk)
+    monkeypatch.setattr(prepare_lib, "write_kaldi_file", full_disk)
     code, errors = run_cli(prepare_cli.main, ["--force", "--set", f"kaldi_root={corpus}", str(data)], "prepare",
                            capsys, monkeypatch)
     first = sorted(SENTENCES)[0]  # the split exported first

@@ -5,8 +5,20 @@ error naming the file, the line and the id. The checks follow Kaldi's ``validate
 well-formed UTF-8 lines, unique and sorted ids (``LC_ALL=C``), the same ids in ``text``,
 ``utt2spk`` and ``wav.scp`` (or ``segments``), ``spk2utt`` and ``reco2dur`` consistent with them,
 non-empty transcripts, readable audio (files or Kaldi pipe commands ``cmd ... |``) of the expected
-sample rate and channel count, segments inside their recording. Every problem of a data dir is
-collected: the error names the first, the log lists them all.
+sample rate and channel count, neither truncated nor practically silent, segments inside their
+recording. Every problem of a data dir is collected: the error names the first, the log lists them
+all.
+
+Truncated audio is named as such: a WAV file (or a pipe command's WAV output) whose ``data`` chunk
+declares more bytes than arrive, and a file of another format (FLAC, ...) that fails to decode, or
+decodes fewer frames, before the frame count its header declares. (``sox x.flac -t wav - |`` on a
+truncated FLAC exits 0 and writes a WAV header declaring the full length, then less audio.)
+
+Practically silent audio: a peak level below ``AudioCheck.min_peak_dbfs`` (default -60 dBFS, 32
+steps of 16-bit audio; one step is -90.3 dBFS). The quietest of the 8400 utterances of the default
+synthetic corpus peaks at -22.3 dBFS, so the default leaves real speech a margin of over 35 dB
+while a recording scaled down to about the level of one 16-bit step is refused. The peak, not the
+RMS level, is used: it does not fall as the silence around an utterance grows.
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ import subprocess
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -37,6 +50,8 @@ class AudioCheck:
     sampling_rate: int = 16000
     min_duration: float = 0.1
     max_duration: float = 60.0
+    # Audio whose peak level is below this (dBFS, 0 = full scale) is practically silent.
+    min_peak_dbfs: float = -60.0
 
 
 def read_table(path: Path, *, allow_empty_value: bool = False, must_sort: bool = True) -> dict[str, str]:
@@ -156,18 +171,28 @@ def _check_audio(job: _AudioJob) -> tuple[float | None, str | None]:
             return None, f"{where}: command failed with code {proc.returncode}{reason} ({source})"
         if not proc.stdout:
             return None, f"{where}: command wrote no audio to its output ({source})"
+        declared = _riff_declared_frames(io.BytesIO(proc.stdout), len(proc.stdout))
+        if declared is not None:
+            frames, arrived, rate = declared
+            return None, (f"{where}: audio is truncated: the WAV its command writes declares {frames / rate:.3f} s, "
+                          f"only {arrived / rate:.3f} s arrive (a truncated input file?) ({source})")
         handle: object = io.BytesIO(proc.stdout)
     else:
         if not Path(source).is_file():
             hint = " (Kaldi archive offsets are not supported: write files)" if _ARK_OFFSET.match(source) else ""
             return None, f"{where}: audio file {source} does not exist{hint}"
         handle = source
-    try:
-        audio, rate = sf.read(handle, dtype="float32", always_2d=True)
-    except Exception as e:  # libsndfile's errors have no common type
-        return None, f"{where}: cannot read audio {source} ({str(e).splitlines()[0]})"
-    if not is_pipe and _riff_truncated(Path(source)):
-        return None, f"{where}: audio {source} is truncated (shorter than its WAV header says)"
+    if not is_pipe:
+        with open(source, "rb") as f:
+            declared = _riff_declared_frames(f, Path(source).stat().st_size)
+        if declared is not None:
+            frames, arrived, rate = declared
+            return None, (f"{where}: audio {source} is truncated: its WAV header declares {frames / rate:.3f} s, "
+                          f"the file holds {arrived / rate:.3f} s")
+    decoded = _decode(handle)
+    if isinstance(decoded, str):
+        return None, f"{where}: {decoded.format(source=source)}"
+    audio, rate = decoded
     if rate != job.check.sampling_rate:
         return None, f"{where}: sample rate {rate} Hz, expected {job.check.sampling_rate} Hz ({source})"
     if audio.shape[1] != 1:
@@ -179,7 +204,43 @@ def _check_audio(job: _AudioJob) -> tuple[float | None, str | None]:
             return None, f"{where}: {problem} ({source})"
     if not np.any(audio):
         return None, f"{where}: audio is all zeros ({source})"
+    peak_dbfs = 20 * float(np.log10(np.max(np.abs(audio))))
+    if peak_dbfs < job.check.min_peak_dbfs:
+        return None, (f"{where}: audio {source} is practically silent: peak level {peak_dbfs:.1f} dBFS, below "
+                      f"min_peak_dbfs {job.check.min_peak_dbfs:g} dBFS")
     return duration, None
+
+
+def _decode(handle: object) -> tuple[np.ndarray, int] | str:
+    """``(audio float32 frames x channels, sample rate)``, or a problem (``{source}`` in it
+    stands for the file or command). Decoding that fails, or ends, before the frame count the
+    header declares is a truncated file."""
+    try:
+        f = sf.SoundFile(handle)
+    except Exception as e:  # libsndfile's errors have no common type
+        return f"cannot read audio {{source}} ({_first_line(e)})"
+    with f:
+        rate, declared = f.samplerate, f.frames
+        blocks: list[np.ndarray] = []
+        try:
+            for block in f.blocks(blocksize=16384, dtype="float32", always_2d=True):
+                blocks.append(block)
+        except Exception as e:
+            got = sum(len(b) for b in blocks)
+            if 0 < declared and got < declared:
+                return (f"audio {{source}} is truncated: its header declares {declared / rate:.3f} s, decoding fails "
+                        f"after {got / rate:.3f} s ({_first_line(e)})")
+            return f"cannot read audio {{source}} ({_first_line(e)})"
+        audio = np.concatenate(blocks) if blocks else np.zeros((0, f.channels), np.float32)
+    if 0 < declared and len(audio) < declared:
+        return (f"audio {{source}} is truncated: its header declares {declared / rate:.3f} s, only "
+                f"{len(audio) / rate:.3f} s decode")
+    return audio, rate
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__).replace("{", "{{").replace("}", "}}")
 
 
 def _duration_problem(duration: float, check: AudioCheck) -> str | None:
@@ -190,22 +251,33 @@ def _duration_problem(duration: float, check: AudioCheck) -> str | None:
     return None
 
 
-def _riff_truncated(path: Path) -> bool:
-    """True when a RIFF/WAVE file's ``data`` chunk declares more bytes than the file holds
-    (libsndfile reads such a file without complaint, silently shortened)."""
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return False
-        size = path.stat().st_size
-        while True:
-            chunk = f.read(8)
-            if len(chunk) < 8:
-                return False
-            chunk_size = int.from_bytes(chunk[4:], "little")
-            if chunk[:4] == b"data":
-                return chunk_size != 0xFFFFFFFF and f.tell() + chunk_size > size
-            f.seek(chunk_size + (chunk_size & 1), 1)
+def _riff_declared_frames(f: BinaryIO, size: int) -> tuple[int, int, int] | None:
+    """For a RIFF/WAVE stream of ``size`` bytes whose ``data`` chunk declares more bytes than the
+    stream holds (libsndfile reads it without complaint, silently shortened): ``(declared frames,
+    frames present, sample rate)``; otherwise None."""
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    frame_bytes, rate = 0, 0
+    while True:
+        chunk = f.read(8)
+        if len(chunk) < 8:
+            return None
+        chunk_size = int.from_bytes(chunk[4:], "little")
+        if chunk[:4] == b"fmt ":
+            fmt = f.read(min(chunk_size, 16))
+            if len(fmt) < 16:
+                return None
+            rate = int.from_bytes(fmt[4:8], "little")
+            frame_bytes = int.from_bytes(fmt[12:14], "little")  # block align
+            f.seek(chunk_size - len(fmt) + (chunk_size & 1), 1)
+            continue
+        if chunk[:4] == b"data":
+            present = size - f.tell()
+            if chunk_size == 0xFFFFFFFF or chunk_size <= present or not frame_bytes or not rate:
+                return None
+            return chunk_size // frame_bytes, max(present, 0) // frame_bytes, rate
+        f.seek(chunk_size + (chunk_size & 1), 1)
 
 
 def _check_segments(segments: Entries, reco2dur: dict[str, float | None], check: AudioCheck,
@@ -257,6 +329,29 @@ def _check_reco2dur(reco2dur_file: Entries, measured: dict[str, float | None], p
                             f"{actual:.3f} s")
 
 
+def _run_audio_jobs(jobs: list[_AudioJob], num_jobs: int) -> list[tuple[float | None, str | None]]:
+    if num_jobs > 1 and len(jobs) > 50:
+        with ProcessPoolExecutor(num_jobs) as pool:
+            return list(pool.map(_check_audio, jobs, chunksize=max(1, len(jobs) // (8 * num_jobs))))
+    return [_check_audio(job) for job in jobs]
+
+
+def audio_problems(entries: list[tuple[str, str, float]], where: str, check: AudioCheck,
+                   num_jobs: int = 1) -> list[str]:
+    """The problems of recordings given as ``(id, file path or 'command |', duration a manifest
+    declares)``, messages starting ``<where> '<id>'``: unreadable, truncated, practically silent,
+    other rate or channels, or lasting other than declared (by more than 1 %, at least 50 ms)."""
+    jobs = [_AudioJob(reco, source, f"{where} '{reco}'", check, False) for reco, source, _ in entries]
+    problems = []
+    for job, (reco, _, declared), (duration, problem) in zip(jobs, entries, _run_audio_jobs(jobs, num_jobs)):
+        if problem:
+            problems.append(problem)
+        elif duration is not None and abs(duration - declared) > max(0.05, 0.01 * declared):
+            problems.append(f"{job.where}: its audio lasts {duration:.3f} s, the manifest says {declared:.3f} s "
+                            f"({job.source})")
+    return problems
+
+
 def data_dir_problems(data_dir: Path, check: AudioCheck, num_jobs: int = 1) -> tuple[list[str], dict[str, float]]:
     """Every problem of a Kaldi data dir (messages naming file, line and id) and the duration in
     seconds of each readable recording of ``wav.scp``."""
@@ -278,11 +373,7 @@ def data_dir_problems(data_dir: Path, check: AudioCheck, num_jobs: int = 1) -> t
 
     jobs = [_AudioJob(reco, source, f"{wav.at(reco)}: recording '{reco}'", check, segments is None)
             for reco, source in wav.values.items()]
-    if num_jobs > 1 and len(jobs) > 50:
-        with ProcessPoolExecutor(num_jobs) as pool:
-            results = list(pool.map(_check_audio, jobs, chunksize=max(1, len(jobs) // (8 * num_jobs))))
-    else:
-        results = [_check_audio(job) for job in jobs]
+    results = _run_audio_jobs(jobs, num_jobs)
     measured: dict[str, float | None] = {}
     for job, (duration, problem) in zip(jobs, results):
         measured[job.reco_id] = duration

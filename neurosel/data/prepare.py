@@ -3,8 +3,9 @@ plus a Kaldi data dir export per split.
 
 Outputs under ``<out_dir>`` (normally ``data/``):
 ``manifests/{recordings,supervisions,cuts}_<split>.jsonl.gz`` and ``kaldi/<split>/``.
-Every split is validated and imported before anything is written, so a corpus with one bad
-split leaves no output at all.
+Every split is validated and imported, and its Kaldi export made and checked against Kaldi's
+rules (``kaldi_export``), before anything is written, so a corpus with one bad split leaves no
+output at all.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lhotse import CutSet, RecordingSet, SupervisionSet, load_manifest
-from lhotse.kaldi import export_to_kaldi, load_kaldi_data_dir
+from lhotse.kaldi import load_kaldi_data_dir
 from lhotse.qa import validate_recordings_and_supervisions
 
-from neurosel.data.kaldi_dir import AudioCheck, validate_data_dir
+from neurosel.data.kaldi_dir import AudioCheck, audio_problems, validate_data_dir
+from neurosel.data.kaldi_export import export_files, kaldi_rules_problems
 from neurosel.errors import NeuroselError
 from neurosel.io import atomic_dir, atomic_path
 
@@ -48,6 +50,9 @@ class PrepareConfig:
     sampling_rate: int = 16000
     min_duration: float = 0.1
     max_duration: float = 60.0
+    # Audio whose peak level is below this many dBFS is refused as practically silent. -60 dBFS is 32
+    # steps of 16-bit audio; the quietest utterance of the default synthetic corpus peaks at -22.3 dBFS.
+    min_peak_dbfs: float = -60.0
     # A folder holding one Kaldi data dir per split (what the synthetic corpus generator writes).
     kaldi_root: str | None = None
     # A folder holding one folder per split with recordings.jsonl.gz and supervisions.jsonl.gz
@@ -124,8 +129,10 @@ def import_kaldi_dir(data_dir: str | Path, check: AudioCheck, num_jobs: int = 1)
     return recordings, supervisions
 
 
-def _load_manifests(source: SplitSource, check: AudioCheck) -> tuple[RecordingSet, SupervisionSet]:
-    """Lhotse recordings and supervisions, checked: rate, audio files present, transcripts and
+def _load_manifests(source: SplitSource, check: AudioCheck,
+                    num_jobs: int = 1) -> tuple[RecordingSet, SupervisionSet]:
+    """Lhotse recordings and supervisions, checked: rate, audio files present and readable (neither
+    truncated nor practically silent, of the rate and duration the manifest says), transcripts and
     durations (errors name the manifest and the id)."""
     recordings = load_manifest(source.recordings, RecordingSet)
     supervisions = load_manifest(source.supervisions, SupervisionSet)
@@ -137,6 +144,12 @@ def _load_manifests(source: SplitSource, check: AudioCheck) -> tuple[RecordingSe
             if src.type == "file" and not Path(src.source).is_file():
                 raise NeuroselError(f"{source.recordings}: recording '{rec.id}': audio file {src.source} "
                                     "does not exist")
+    audio = [(rec.id, src.source if src.type == "file" else f"{src.source} |", rec.duration)
+             for rec in recordings if len(rec.sources) == 1
+             for src in rec.sources if src.type in ("file", "command")]
+    problems = audio_problems(audio, f"{source.recordings}: recording", check, num_jobs)
+    if problems:
+        raise NeuroselError(problems[0])
     for sup in supervisions:
         if not (sup.text or "").strip():
             raise NeuroselError(f"{source.supervisions}: supervision '{sup.id}' has an empty transcript")
@@ -148,11 +161,11 @@ def _load_manifests(source: SplitSource, check: AudioCheck) -> tuple[RecordingSe
 
 def load_split(name: str, source: SplitSource, cfg: PrepareConfig, num_jobs: int) -> CutSet:
     """Validate one split and return its cuts (one supervision per cut, cut id = utterance id)."""
-    check = AudioCheck(cfg.sampling_rate, cfg.min_duration, cfg.max_duration)
+    check = AudioCheck(cfg.sampling_rate, cfg.min_duration, cfg.max_duration, cfg.min_peak_dbfs)
     if source.kaldi_dir is not None:
         recordings, supervisions = import_kaldi_dir(source.kaldi_dir, check, num_jobs)
     elif source.recordings is not None and source.supervisions is not None:
-        recordings, supervisions = _load_manifests(source, check)
+        recordings, supervisions = _load_manifests(source, check, num_jobs)
     else:
         raise NeuroselError(f"split '{name}': give kaldi_dir, or both recordings and supervisions")
     try:
@@ -169,22 +182,46 @@ def prepare(cfg: PrepareConfig, out_dir: str | Path, num_jobs: int = 1, base_dir
     out = Path(out_dir)
     sources = split_sources(cfg, base_dir)
     loaded = {name: load_split(name, source, cfg, num_jobs) for name, source in sources.items()}
+    exports = {}
     for name, cuts in loaded.items():
         # one recording per id: the cuts of a segmented recording share it
         recordings = RecordingSet.from_recordings({c.recording.id: c.recording for c in cuts}.values())
         supervisions = SupervisionSet.from_segments(s for c in cuts for s in c.supervisions)
+        exports[name] = (recordings, supervisions, kaldi_export(recordings, supervisions, name, sources[name],
+                                                                out / "kaldi" / name))
+    for name, cuts in loaded.items():
+        recordings, supervisions, files = exports[name]
         manifests = out / "manifests"
         for obj, stem in ((recordings, "recordings"), (supervisions, "supervisions"), (cuts, "cuts")):
             with atomic_path(manifests / f"{stem}_{name}.jsonl.gz") as tmp:
                 obj.to_file(tmp)
-        _export_kaldi(recordings, supervisions, out / "kaldi" / name)
+        write_kaldi_dir(files, out / "kaldi" / name)
         hours = sum(c.duration for c in cuts) / 3600
         log.info("split %s: %d utterances, %.2f h", name, len(cuts), hours)
     return list(sources)
 
 
-def _export_kaldi(recordings: RecordingSet, supervisions: SupervisionSet, dest: Path) -> None:
-    """Kaldi data dir export, written to a temporary folder and renamed into place (a full disk
-    is an error naming ``dest``)."""
+def kaldi_export(recordings: RecordingSet, supervisions: SupervisionSet, name: str, source: SplitSource,
+                 dest: Path) -> dict[str, str]:
+    """The files of split ``name``'s Kaldi data dir (``kaldi_export.export_files``), checked against
+    Kaldi's rules before anything is written; a break of them is an error naming ``dest``."""
+    origin = source.kaldi_dir or source.supervisions or f"split '{name}'"
+    files = export_files(recordings, supervisions, origin)
+    problems = kaldi_rules_problems({k: v.encode() for k, v in files.items()}, str(dest))
+    if problems:
+        raise NeuroselError(f"{problems[0]} (the Kaldi export of split '{name}' breaks Kaldi's rules; "
+                            f"{len(problems)} problems)")
+    return files
+
+
+def write_kaldi_dir(files: dict[str, str], dest: Path) -> None:
+    """Write a Kaldi data dir's files to a temporary folder renamed into place (a full disk is an
+    error naming ``dest``)."""
     with atomic_dir(dest) as tmp:
-        export_to_kaldi(recordings, supervisions, tmp)
+        for file_name, text in files.items():
+            write_kaldi_file(tmp / file_name, text)
+
+
+def write_kaldi_file(path: Path, text: str) -> None:
+    """One file of a Kaldi data dir, UTF-8 (a function of its own so that a test can make it fail)."""
+    path.write_text(text, encoding="utf-8")
