@@ -182,6 +182,24 @@ def test_taylor_statistics_save_and_load(tmp_path):
         load_taylor(tmp_path / "b.pt")
 
 
+def test_wanda_and_flap_scores_against_direct_computation():
+    model, spec = hand_built(), mlp_spec(2, on_threshold=0.0)
+    batches = labelled_batches(seeds=(0, 1, 2))
+    stats = collect_stats(model, spec, [(b[0], m) for b, m in batches], StatsConfig(hist_max=5.0, input_norms=True))
+    x = torch.cat([b[0][m] for b, m in batches])  # (frames, 3), real frames only
+    h = torch.relu(model.fc[0](x))
+    wanda = score("wanda", CriterionInputs(model, spec, stats=stats))
+    expected0 = (model.fc[0].weight.abs() * x.square().mean(0).sqrt()).sum(1)
+    expected1 = (model.fc[1].weight.abs() * h.square().mean(0).sqrt()).sum(1)
+    torch.testing.assert_close(wanda[0], expected0.detach())
+    torch.testing.assert_close(wanda[1], expected1.detach())
+    flap = score("flap", CriterionInputs(model, spec, stats=stats))
+    torch.testing.assert_close(flap[0], (h.var(0, unbiased=False) * model.fc[1].weight.square().sum(0)).detach())
+    assert flap[0][ZERO_OUT] == 0 and flap[0][DEAD] == 0  # no outgoing weights; never varies
+    with pytest.raises(NeuroselError, match="input_norms=True"):
+        score("wanda", CriterionInputs(model, spec, stats=stats_of(model, batches)))
+
+
 def test_random_scores_are_seeded():
     assert all(torch.equal(a, b) for a, b in zip(random_scores([4, 3], 5), random_scores([4, 3], 5)))
     assert not torch.equal(random_scores([4, 3], 5)[0], random_scores([4, 3], 6)[0])
@@ -190,11 +208,11 @@ def test_random_scores_are_seeded():
 
 def test_registry_scores_every_criterion_and_names_missing_inputs():
     assert list(CRITERIA) == ["magnitude", "outgoing", "taylor1", "taylor2", "mean_act", "apoz",
-                              "entropy", "random"]
+                              "entropy", "random", "wanda", "flap"]
     model, spec = hand_built(), mlp_spec(2, on_threshold=0.0)
     batches = labelled_batches()
-    inputs = CriterionInputs(model, spec, stats=stats_of(model, batches),
-                             taylor=collect_taylor(model, spec, batches, frame_loss), seed=2)
+    stats = collect_stats(model, spec, [(b[0], m) for b, m in batches], StatsConfig(hist_max=5.0, input_norms=True))
+    inputs = CriterionInputs(model, spec, stats=stats, taylor=collect_taylor(model, spec, batches, frame_loss), seed=2)
     scores = score_all(inputs)
     assert list(scores) == list(CRITERIA)
     for name, per_layer in scores.items():

@@ -221,7 +221,7 @@ def test_score_all_scores_what_its_inputs_allow():
     model, x = shared_gelu_mlp(), torch.randn(20, 6)
     spec = find_fc_layers(model, x[:2])
     scores = score_all(CriterionInputs(model, spec, stats=collect_stats(model, spec, [(x, None)], CONFIG)))
-    assert list(scores) == ["magnitude", "outgoing", "mean_act", "apoz", "entropy", "random"]
+    assert list(scores) == ["magnitude", "outgoing", "mean_act", "apoz", "entropy", "random", "flap"]
     with pytest.raises(NeuroselError, match="criterion taylor1 needs Taylor statistics"):
         score_all(CriterionInputs(model, spec), ["taylor1"])
 

@@ -147,6 +147,24 @@ def test_merge_of_two_halves_equals_one_pass(mlp, tmp_path):
         merge(whole, other)
 
 
+def test_input_norms_merge_save_and_ignore_padding(mlp, tmp_path):
+    spec, config = mlp_spec(2), StatsConfig(hist_bins=8, input_norms=True)
+    batches = [padded_batch(s, [5, 3, 8], garbage=100.0) for s in range(3)]
+    whole = collect_stats(mlp, spec, batches, config)
+    x = torch.cat([b[m] for b, m in batches])
+    torch.testing.assert_close(whole.input_sumsq[0], x.square().sum(0))
+    torch.testing.assert_close(whole.input_rms[1], torch.sigmoid(mlp.fc[0](x)).square().mean(0).sqrt().detach())
+    save_stats(collect_stats(mlp, spec, batches[:1], config), tmp_path / "a.pt")
+    merged = merge(load_stats(tmp_path / "a.pt"), collect_stats(mlp, spec, batches[1:], config))
+    assert merged.config.input_norms
+    for a, b in zip(merged.input_sumsq, whole.input_sumsq):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=0)
+    with pytest.raises(NeuroselError, match="cannot merge"):
+        merge(whole, collect_stats(mlp, spec, batches, CONFIG))
+    with pytest.raises(NeuroselError, match="no input norms"):
+        _ = collect_stats(mlp, spec, batches, CONFIG).input_rms
+
+
 def test_collector_checks_masks_and_restores_the_model(mlp):
     spec = mlp_spec(2)
     x, mask = padded_batch(0, [3, 4])

@@ -42,6 +42,30 @@ def outgoing_scores(model: nn.Module, spec: FcSpec, norm: Literal["l2", "l1"] = 
             for name in spec.consumers]
 
 
+def wanda_scores(model: nn.Module, spec: FcSpec, stats: NeuronStats) -> list[Tensor]:
+    """Wanda's importance (Sun et al., ICLR 2024, |W_ij| * ||X_j||_2 per weight) summed over each
+    neuron's incoming weights: sum_i |W_l[j, i]| * rms_i, with rms_i the root mean square of the
+    linear's input i over the reference frames (Wanda's norm divided by sqrt(frames), which
+    leaves each layer's ranking as it is and makes scores independent of the reference set's size).
+    Needs statistics collected with ``input_norms``."""
+    check_spec(model, spec)
+    if stats.input_sumsq is None:
+        raise MissingInput("criterion wanda needs neuron statistics collected with input_norms=True")
+    return [get_linear(model, name).weight.detach().to(torch.float64).abs() @ rms
+            for name, rms in zip(spec.linears, stats.input_rms)]
+
+
+def flap_scores(model: nn.Module, spec: FcSpec, stats: NeuronStats) -> list[Tensor]:
+    """FLAP's fluctuation metric (An et al., AAAI 2024) for a neuron as an input channel of its
+    consumer: the variance of its activation over the reference frames times the squared L2 norm
+    of its outgoing weights (column j of the consumer). FLAP's bias compensation, adding the
+    removed channel's mean times its column to the consumer's bias, is ``remove_neurons``'s
+    ``fold_mean``."""
+    check_spec(model, spec)
+    return [var * get_linear(model, name).weight.detach().to(torch.float64).square().sum(0)
+            for name, var in zip(spec.consumers, stats.variance)]
+
+
 def mean_act_scores(stats: NeuronStats) -> list[Tensor]:
     """Mean activation over the reference frames."""
     return [m.clone() for m in stats.mean_act]
@@ -130,6 +154,8 @@ CRITERIA: dict[str, Criterion] = {
     "apoz": lambda x: apoz_scores(x.neuron_stats("apoz")),
     "entropy": lambda x: entropy_scores(x.neuron_stats("entropy")),
     "random": lambda x: random_scores(x.widths(), x.seed),
+    "wanda": lambda x: wanda_scores(*x.weights("wanda"), x.neuron_stats("wanda")),
+    "flap": lambda x: flap_scores(*x.weights("flap"), x.neuron_stats("flap")),
 }
 
 

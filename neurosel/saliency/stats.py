@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from neurosel.errors import NeuroselError
 from neurosel.io import torch_load, torch_save
-from neurosel.fc import FcSpec, fc_widths
+from neurosel.fc import FcSpec, fc_widths, get_linear
 from neurosel.fc.taps import ActivationTaps
 
 
@@ -43,11 +43,14 @@ from neurosel.fc.taps import ActivationTaps
 class StatsConfig:
     """Histogram of each neuron's activations: ``hist_bins`` equal bins over
     [hist_min, hist_max] plus an underflow and an overflow bin. [0, 1] suits sigmoid; for ReLU
-    use [0, max_range] and read the overflow bin."""
+    use [0, max_range] and read the overflow bin. ``input_norms``: also sum the squares of each
+    FC linear's inputs over the frames (``NeuronStats.input_sumsq``, what Wanda's criterion
+    needs; the first FC layer's inputs are not another layer's activations)."""
 
     hist_bins: int = 50
     hist_min: float = 0.0
     hist_max: float = 1.0
+    input_norms: bool = False
 
     def __post_init__(self) -> None:
         if self.hist_bins < 1:
@@ -218,6 +221,7 @@ class NeuronStats:
     theta: float
     config: StatsConfig
     layers: list[LayerStats]
+    input_sumsq: list[Tensor] | None = None  # per layer (in_l,) float64, with config.input_norms
 
     @property
     def widths(self) -> list[int]:
@@ -245,6 +249,16 @@ class NeuronStats:
         """Per layer (D_l,) activation variance."""
         return [s.variance for s in self.layers]
 
+    @property
+    def input_rms(self) -> list[Tensor]:
+        """Per layer (in_l,) root mean square of each input of the layer's linear over the frames;
+        ``NeuroselError`` unless collected with ``input_norms``."""
+        if self.input_sumsq is None:
+            raise NeuroselError("neuron statistics hold no input norms (collect with input_norms=True)")
+        for s in self.layers:
+            s._require_frames()
+        return [(q / s.count).sqrt() for q, s in zip(self.input_sumsq, self.layers)]
+
     def to_dict(self) -> dict[str, Any]:
         """A dict of tensors (and lists/dicts of them) that loads with ``weights_only=True``."""
         f64 = torch.float64
@@ -256,14 +270,16 @@ class NeuronStats:
             "layers": [{"count": torch.tensor(s.count), **{f.name: getattr(s, f.name)
                         for f in dataclasses.fields(LayerStats) if f.name != "count"}}
                        for s in self.layers],
+            **({"input_sumsq": self.input_sumsq} if self.input_sumsq is not None else {}),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "statistics") -> NeuronStats:
         """Inverse of ``to_dict``; ``where`` names the source in errors."""
         try:
+            input_sumsq = list(data["input_sumsq"]) if "input_sumsq" in data else None
             config = StatsConfig(int(data["hist_bins"]), float(data["hist_min"]),
-                                 float(data["hist_max"]))
+                                 float(data["hist_max"]), input_sumsq is not None)
             layers = [LayerStats(int(d["count"]), *(d[f.name] for f in dataclasses.fields(LayerStats)
                                                      if f.name != "count"))
                       for d in data["layers"]]
@@ -273,7 +289,7 @@ class NeuronStats:
         for i, s in enumerate(layers):
             if s.hist.shape != (s.width, config.hist_bins + 2):
                 raise NeuroselError(f"{where}: layer {i} histogram has shape {tuple(s.hist.shape)}")
-        return cls(theta, config, layers)
+        return cls(theta, config, layers, input_sumsq)
 
 
 def merge(a: NeuronStats, b: NeuronStats) -> NeuronStats:
@@ -282,7 +298,9 @@ def merge(a: NeuronStats, b: NeuronStats) -> NeuronStats:
         raise NeuroselError(
             f"cannot merge neuron statistics: theta {a.theta} vs {b.theta}, "
             f"config {a.config} vs {b.config}, widths {a.widths} vs {b.widths}")
-    return NeuronStats(a.theta, a.config, [x.merged(y) for x, y in zip(a.layers, b.layers)])
+    sumsq = None if a.input_sumsq is None or b.input_sumsq is None else \
+        [x + y for x, y in zip(a.input_sumsq, b.input_sumsq)]
+    return NeuronStats(a.theta, a.config, [x.merged(y) for x, y in zip(a.layers, b.layers)], sumsq)
 
 
 def save_stats(stats: NeuronStats, path: str | Path) -> None:
@@ -314,17 +332,27 @@ class StatsCollector:
         self.spec = spec
         self.config = config
         widths = fc_widths(model, spec)
+        self._linears = [get_linear(model, name) for name in spec.linears]
+        sumsq = [torch.zeros(lin.in_features, dtype=torch.float64) for lin in self._linears] \
+            if config.input_norms else None
         self._stats = NeuronStats(spec.on_threshold, config,
-                                  [LayerStats.empty(d, config.hist_bins) for d in widths])
+                                  [LayerStats.empty(d, config.hist_bins) for d in widths], sumsq)
         self._mask: Tensor | None = None
         self._taps = ActivationTaps(model, spec, self._add)
+        self._input_hooks: list[torch.utils.hooks.RemovableHandle] = []
         self._workspace = Workspace()  # shared: the layers' hooks run one after the other
 
     def __enter__(self) -> StatsCollector:
         self._taps.__enter__()
+        if self.config.input_norms:
+            self._input_hooks = [lin.register_forward_pre_hook(self._add_input(layer))
+                                 for layer, lin in enumerate(self._linears)]
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for h in self._input_hooks:
+            h.remove()
+        self._input_hooks.clear()
         self._taps.__exit__(*exc)
 
     def set_mask(self, mask: Tensor | None) -> None:
@@ -351,10 +379,19 @@ class StatsCollector:
         except NeuroselError as e:
             raise NeuroselError(f"{where}: {e}") from e
 
+    def _add_input(self, layer: int) -> Callable[..., None]:
+        def pre_hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            assert self._stats.input_sumsq is not None
+            x = masked_rows(args[0], self._mask, f"input of {self.spec.linears[layer]}", module.in_features)
+            self._stats.input_sumsq[layer] += x.to(torch.float64).square().sum(0)
+
+        return pre_hook
+
     def result(self) -> NeuronStats:
         """A copy of the statistics collected so far."""
         self._taps.check_seen()
-        return NeuronStats(self._stats.theta, self.config, [s.copy() for s in self._stats.layers])
+        sumsq = None if self._stats.input_sumsq is None else [q.clone() for q in self._stats.input_sumsq]
+        return NeuronStats(self._stats.theta, self.config, [s.copy() for s in self._stats.layers], sumsq)
 
 
 def masked_rows(output: Tensor, mask: Tensor | None, where: str, width: int) -> Tensor:
