@@ -48,7 +48,7 @@ class RunningOnRate:
                         self.widths[layer])
         n = x.shape[0]
         keep = 1.0 if self.memory_frames is None else math.exp(-n / self.memory_frames)
-        self.on[layer] = self.on[layer] * keep + (x > self.spec.on_threshold).sum(0).to(torch.float64)
+        self.on[layer] = self.on[layer] * keep + (x > self.spec.on_threshold).sum(0).to(torch.float64).cpu()
         self.frames[layer] = self.frames[layer] * keep + n
 
     def on_rate(self) -> list[Tensor]:

@@ -109,22 +109,34 @@ class LayerStats:
         p = self.on_rate
         return _binary_entropy(p)
 
+    def to(self, device: torch.device | str) -> LayerStats:
+        """These statistics on ``device`` (self if already there)."""
+        if self.mean.device == torch.device(device):
+            return self
+        return LayerStats(self.count, *(getattr(self, f.name).to(device)
+                                        for f in dataclasses.fields(self) if f.name != "count"))
+
     def update(self, x: Tensor, theta: float, config: StatsConfig, workspace: Workspace | None = None) -> None:
-        """Add frames ``x`` (N, D), float32 or float64 (computed in float64 either way);
-        ``NeuroselError`` (and no change) if one is not finite. ``workspace`` (reused across
-        calls) holds the scratch tensors."""
+        """Add frames ``x`` (N, D), float32 or float64 (computed in float64 either way) on any
+        device (the sums move there, e.g. to the GPU the model runs on); ``NeuroselError`` (and
+        no change) if one is not finite. ``workspace`` (reused across calls) holds the scratch
+        tensors."""
         n = x.shape[0]
         if n == 0:
             return
+        if self.mean.device != x.device:
+            for f in dataclasses.fields(self):
+                if f.name != "count":
+                    setattr(self, f.name, getattr(self, f.name).to(x.device))
         work = workspace or Workspace()
         # min and max of the input before widening (exact, and float32 reads half the bytes)
         batch_min, batch_max = (v.to(torch.float64) for v in (x.amin(0), x.amax(0)))  # NaN propagates
         if not (torch.isfinite(batch_min).all() and torch.isfinite(batch_max).all()):
             raise NeuroselError("non-finite activation")
-        x = work.get("x", x.shape, torch.float64).copy_(x)  # exact widening
-        self.on_count += torch.gt(x, theta, out=work.get("mask", x.shape, torch.bool)).sum(0, dtype=torch.int32)
+        x = work.get("x", x.shape, torch.float64, x.device).copy_(x)  # exact widening
+        self.on_count += torch.gt(x, theta, out=work.get("mask", x.shape, torch.bool, x.device)).sum(0, dtype=torch.int32)
         batch_mean = x.mean(0)
-        batch_m2 = torch.sub(x, batch_mean, out=work.get("scratch", x.shape, x.dtype)).square_().sum(0)
+        batch_m2 = torch.sub(x, batch_mean, out=work.get("scratch", x.shape, x.dtype, x.device)).square_().sum(0)
         self._merge_moments(n, batch_mean, batch_m2)
         self.min = torch.minimum(self.min, batch_min)
         self.max = torch.maximum(self.max, batch_max)
@@ -165,12 +177,15 @@ class Workspace:
     def __init__(self) -> None:
         self._buffers: dict[str, Tensor] = {}
 
-    def get(self, name: str, shape: torch.Size | tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        """An uninitialised tensor of ``shape`` and ``dtype`` backed by the buffer ``name``."""
+    def get(self, name: str, shape: torch.Size | tuple[int, ...], dtype: torch.dtype,
+            device: torch.device | None = None) -> Tensor:
+        """An uninitialised tensor of ``shape``, ``dtype`` and ``device`` (default CPU) backed by the
+        buffer ``name``."""
         numel = math.prod(shape)
+        device = device or torch.device("cpu")
         buf = self._buffers.get(name)
-        if buf is None or buf.dtype != dtype or buf.numel() < numel:
-            buf = self._buffers[name] = torch.empty(numel, dtype=dtype)
+        if buf is None or buf.dtype != dtype or buf.device != device or buf.numel() < numel:
+            buf = self._buffers[name] = torch.empty(numel, dtype=dtype, device=device)
         return buf[:numel].view(shape)
 
 
@@ -190,10 +205,10 @@ def _histogram(x: Tensor, config: StatsConfig, workspace: Workspace | None,
     bins = config.hist_bins
     scale = bins / (config.hist_max - config.hist_min)
     d = x.shape[1]
-    idx = torch.sub(x, config.hist_min, out=work.get("scratch", x.shape, x.dtype))
+    idx = torch.sub(x, config.hist_min, out=work.get("scratch", x.shape, x.dtype, x.device))
     idx.mul_(scale).floor_().clamp_(0, bins - 1)
-    idx += torch.arange(d, dtype=idx.dtype) * bins  # per-neuron offset into one flat count vector
-    flat = work.get("flat", x.shape, torch.int32).copy_(idx)  # int32: bincount reads half the bytes
+    idx += torch.arange(d, dtype=idx.dtype, device=x.device) * bins  # per-neuron offset into one flat count vector
+    flat = work.get("flat", x.shape, torch.int32, x.device).copy_(idx)  # int32: bincount reads half the bytes
     hist = torch.bincount(flat.view(-1), minlength=d * bins).view(d, bins)
     low, high = value_range
     under = _count_where(x, low < config.hist_min, torch.lt, config.hist_min)
@@ -207,7 +222,7 @@ def _count_where(x: Tensor, columns: Tensor, compare: Callable[..., Tensor], bou
     """(D,) int64: per column of ``x``, how many entries ``compare(entry, bound)`` holds for,
     counted only in the ``columns`` (D,) bool marks (zero elsewhere): few neurons leave the
     histogram's range, so this reads a few columns instead of the whole batch."""
-    out = torch.zeros(x.shape[1], dtype=torch.int64)
+    out = torch.zeros(x.shape[1], dtype=torch.int64, device=x.device)
     cols = columns.nonzero().squeeze(1)
     if cols.numel():
         out[cols] = compare(x.index_select(1, cols), bound).sum(0)
@@ -383,15 +398,16 @@ class StatsCollector:
         def pre_hook(module: nn.Module, args: tuple[Any, ...]) -> None:
             assert self._stats.input_sumsq is not None
             x = masked_rows(args[0], self._mask, f"input of {self.spec.linears[layer]}", module.in_features)
-            self._stats.input_sumsq[layer] += x.to(torch.float64).square().sum(0)
+            self._stats.input_sumsq[layer] = self._stats.input_sumsq[layer].to(x.device) \
+                + x.to(torch.float64).square().sum(0)
 
         return pre_hook
 
     def result(self) -> NeuronStats:
-        """A copy of the statistics collected so far."""
+        """A copy of the statistics collected so far, on the CPU."""
         self._taps.check_seen()
-        sumsq = None if self._stats.input_sumsq is None else [q.clone() for q in self._stats.input_sumsq]
-        return NeuronStats(self._stats.theta, self.config, [s.copy() for s in self._stats.layers], sumsq)
+        sumsq = None if self._stats.input_sumsq is None else [q.cpu().clone() for q in self._stats.input_sumsq]
+        return NeuronStats(self._stats.theta, self.config, [s.to("cpu").copy() for s in self._stats.layers], sumsq)
 
 
 def masked_rows(output: Tensor, mask: Tensor | None, where: str, width: int) -> Tensor:

@@ -117,7 +117,7 @@ class _ActivationTap:
         if self.shift:
             if self.probes[layer] is None:
                 signs = torch.randint(0, 2, output.shape, generator=self.generator)
-                self.probes[layer] = (2 * signs - 1).to(output.dtype)
+                self.probes[layer] = (2 * signs - 1).to(output.device, output.dtype)  # drawn on the CPU
             output = output + self.shift * self.probes[layer]
         self.outputs[layer] = output
         return output
@@ -178,7 +178,7 @@ def _add_batch(tap: _ActivationTap, model: nn.Module, batch: Any, mask: Tensor |
 
     a = [rows(x, layer) for layer, x in enumerate(acts)]
     for layer, g in enumerate(grads):
-        sum_ag[layer] += (a[layer] * rows(g, layer)).sum(0)
+        sum_ag[layer] += (a[layer] * rows(g, layer)).sum(0).cpu()  # sums on the CPU, model anywhere
     if config.hessian_probes:
         hess = [torch.zeros_like(x) for x in a]
         for _ in range(config.hessian_probes):
@@ -192,6 +192,6 @@ def _add_batch(tap: _ActivationTap, model: nn.Module, batch: Any, mask: Tensor |
                 hvp = (g_plus[layer] - g_minus[layer]) / (2 * config.fd_step)
                 hess[layer] += rows(probe * hvp, layer)
         for layer in range(len(widths)):
-            sum_a2h[layer] += (a[layer] ** 2 * hess[layer]).sum(0) / config.hessian_probes
+            sum_a2h[layer] += (a[layer] ** 2 * hess[layer]).sum(0).cpu() / config.hessian_probes
     tap.shift = 0.0
     return a[0].shape[0]
