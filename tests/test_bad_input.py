@@ -473,3 +473,24 @@ def test_slurm_job_that_is_cancelled(tiny_speech: TinySpeech, tmp_path: Path, sl
 
     for path in checkpoints:  # every checkpoint left is whole: the next run can resume from it
         assert torch.load(path, weights_only=True)["progress"]["step"] > 0
+
+
+# --- run.sh: stage numbers -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["--stage", "12"], "--stage '12': not a stage number (0-8"),
+    (["--stop-stage", "9"], "--stop-stage '9': not a stage number (0-8"),
+    (["--stage", "-1"], "--stage '-1': not a stage number"),
+    (["--stage", "two"], "--stage 'two': not a stage number"),
+    (["--stop-stage", "3.5"], "--stop-stage '3.5': not a stage number"),
+    (["--stage", "5", "--stop-stage", "3"], "--stage 5 is after --stop-stage 3: no stage to run"),
+])
+def test_run_sh_refuses_a_stage_outside_0_to_8(args: list[str], message: str, tmp_path: Path) -> None:
+    """Refused before anything runs (set-up included): a one-line error, exit 1, no work dir."""
+    work = tmp_path / "work"
+    r = subprocess.run(["./run.sh", "--workdir", str(work), *args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 1
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"./run.sh: {message}"), r.stderr
+    assert not work.exists()
