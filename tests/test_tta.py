@@ -179,3 +179,24 @@ def test_the_stream_is_seeded_complete_and_switches_sets():
         if name != runs[-1]:
             runs.append(name)
     assert len(runs) >= 5  # segments of 20 change set
+
+
+def test_a_continual_run_resumed_from_its_state_gives_the_same_scores(tmp_path):
+    cfg = TtaConfig(steps=3, lr=1e-2, mode="continual", slow_fast=True, buffer_size=2, drift_sigmas=3.0,
+                    drift_warmup=2)
+    batches = utterances(6)
+
+    def adapter() -> tuple[nn.Module, TtaAdapter]:
+        model = frame_model()
+        return model, TtaAdapter(model, [p.requires_grad_(True) for p in model.parameters()], forward, cfg)
+
+    _, straight = adapter()
+    expected = [straight.adapt(b) for b in batches]
+    _, first = adapter()
+    for b in batches[:3]:
+        first.adapt(b)
+    torch.save(first.state_dict(), tmp_path / "state.pt")
+    _, resumed = adapter()
+    resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    for b, want in zip(batches[3:], expected[3:]):
+        assert torch.equal(resumed.adapt(b), want)

@@ -163,6 +163,30 @@ class TtaAdapter:
         self._first_losses: list[float] = []
         self._optimizer = self._new_optimizer()
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything ``load_state_dict`` needs to go on exactly where this adapter is (the
+        trainable tensors, the slow state, the optimizer, the drift statistics and the buffered
+        batches, which must then be tensors or containers of them)."""
+        return {"trainable": [t.detach().clone() for t in self.trainable],
+                "slow": [s.clone() for s in self.slow.saved],
+                "optimizer": self._optimizer.state_dict(),
+                "first_losses": list(self._first_losses),
+                "buffer": list(self.buffer)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from what ``state_dict`` returned (on an adapter built the same way)."""
+        if [t.shape for t in state["trainable"]] != [t.shape for t in self.trainable]:
+            raise NeuroselError("TTA state: the trainable tensors do not match this adapter's")
+        with torch.no_grad():
+            for t, v in zip(self.trainable, state["trainable"]):
+                t.copy_(v)
+            for s, v in zip(self.slow.saved, state["slow"]):
+                s.copy_(v)
+        self._optimizer = self._new_optimizer()
+        self._optimizer.load_state_dict(state["optimizer"])
+        self._first_losses = list(state["first_losses"])
+        self.buffer = list(state["buffer"])
+
     def _new_optimizer(self) -> torch.optim.Optimizer:
         if self.config.optimizer == "sgd":
             return torch.optim.SGD(self.trainable, lr=self.config.lr)
