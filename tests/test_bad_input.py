@@ -494,3 +494,60 @@ def test_run_sh_refuses_a_stage_outside_0_to_8(args: list[str], message: str, tm
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"./run.sh: {message}"), r.stderr
     assert not work.exists()
+
+
+# --- stage 0 from Lhotse manifests (the LibriSpeech route): the same audio checks -------------------
+
+def write_manifest_split(root: Path, split: str) -> None:
+    """``root/<split>/{recordings,supervisions}.jsonl.gz`` over real FLAC speech."""
+    from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
+
+    audio_dir = root / "flac"
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    recordings, supervisions = [], []
+    for i, text in enumerate(SENTENCES[split]):
+        utt = f"spk{i % 2}-{split}-{i}"
+        wav = audio_dir / f"{utt}.wav"
+        synthesise(text, "en-us", wav)
+        audio, rate = sf.read(wav)
+        wav.unlink()
+        sf.write(audio_dir / f"{utt}.flac", audio, rate, format="FLAC", subtype="PCM_16")
+        rec = Recording.from_file(audio_dir / f"{utt}.flac", recording_id=utt)
+        recordings.append(rec)
+        supervisions.append(SupervisionSegment(utt, utt, 0.0, rec.duration, text=text, speaker=f"spk{i % 2}"))
+    (root / split).mkdir()
+    RecordingSet.from_recordings(recordings).to_file(root / split / "recordings.jsonl.gz")
+    SupervisionSet.from_segments(supervisions).to_file(root / split / "supervisions.jsonl.gz")
+
+
+def _first_flac(root: Path) -> Path:
+    return root / "flac" / f"{sorted(f'spk{i % 2}-train-{i}' for i in range(3))[0]}.flac"
+
+
+def manifest_truncated_flac(root: Path) -> list[str]:
+    flac = _first_flac(root)
+    flac.write_bytes(flac.read_bytes()[: flac.stat().st_size // 2])
+    return [str(root / "train" / "recordings.jsonl.gz"), flac.name, "is truncated"]
+
+
+def manifest_practically_silent_flac(root: Path) -> list[str]:
+    flac = _first_flac(root)
+    audio, rate = sf.read(flac)
+    sf.write(flac, audio / np.max(np.abs(audio)) * 10 ** (-90 / 20), rate, format="FLAC", subtype="PCM_16")
+    return [str(root / "train" / "recordings.jsonl.gz"), flac.name, "practically silent"]
+
+
+@pytest.mark.parametrize("breaker", [manifest_truncated_flac, manifest_practically_silent_flac])
+def test_bad_audio_in_lhotse_manifests(tmp_path: Path, breaker, capsys, monkeypatch) -> None:
+    root = tmp_path / "manifests"
+    for split in SENTENCES:
+        write_manifest_split(root, split)
+    data = tmp_path / "data"
+    assert prepare_cli.main(["--set", f"manifest_root={root}", str(data)]) == 0
+    before = snapshot(data)
+    names = breaker(root)
+    # --force: the stage's input hash covers the manifests, not the audio files they name (reported)
+    code, errors = run_cli(prepare_cli.main, ["--force", "--set", f"manifest_root={root}", str(data)], "prepare",
+                           capsys, monkeypatch)
+    assert_one_line_error(code, errors, *names)
+    assert_intact(data, before)
