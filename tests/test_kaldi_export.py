@@ -12,6 +12,7 @@ every rule is also shown to catch a dir that breaks it.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -270,3 +271,24 @@ def test_each_rule_catches_a_dir_that_breaks_it(changes: dict, message: str) -> 
     assert kaldi_rules_problems(_broken(), "d") == []
     problems = kaldi_rules_problems(_broken(**changes), "d")
     assert any(message in p for p in problems), problems
+
+
+def test_a_segmented_corpus_exports_its_segments_times(tmp_path: Path) -> None:
+    """Two utterances in one long recording (segments) and a whole-recording one: the export's
+    segments give each utterance's times in its recording, as the input's did (the cuts stage 0
+    makes are timed from their own start)."""
+    d = write_corpus(tmp_path / "corpus" / "train", PREFIXED[:2])
+    audio = np.concatenate([sf.read(d / "wav" / f"{u}.wav")[0] for _, u in PREFIXED[:2]])
+    sf.write(d / "wav" / "long.wav", audio, 16000, subtype="PCM_16")
+    first = sf.info(d / "wav" / "a-1.wav").duration
+    (d / "wav.scp").write_text(f"long {d / 'wav' / 'long.wav'}\n")
+    (d / "segments").write_text(f"a-1 long 0.0000 {first:.4f}\na-2 long {first:.4f} {len(audio) / 16000:.4f}\n")
+    shutil.copytree(d, tmp_path / "corpus" / "dev")
+    data = tmp_path / "data"
+    r = subprocess.run([sys.executable, "-m", "neurosel.bin.prepare", "--set", f"kaldi_root={tmp_path / 'corpus'}",
+                        str(data)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    exported = data / "kaldi" / "train"
+    assert (exported / "segments").read_text() == (d / "segments").read_text()
+    assert kaldi_shell_problems(exported) == []
+    check_data_dir(exported)

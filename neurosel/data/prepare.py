@@ -184,9 +184,10 @@ def prepare(cfg: PrepareConfig, out_dir: str | Path, num_jobs: int = 1, base_dir
     loaded = {name: load_split(name, source, cfg, num_jobs) for name, source in sources.items()}
     exports = {}
     for name, cuts in loaded.items():
-        # one recording per id: the cuts of a segmented recording share it
+        # one recording per id: the cuts of a segmented recording share it; a cut's supervisions
+        # are timed from the cut's start, the manifest's and the export's from the recording's
         recordings = RecordingSet.from_recordings({c.recording.id: c.recording for c in cuts}.values())
-        supervisions = SupervisionSet.from_segments(s for c in cuts for s in c.supervisions)
+        supervisions = SupervisionSet.from_segments(s.with_offset(c.start) for c in cuts for s in c.supervisions)
         exports[name] = (recordings, supervisions, kaldi_export(recordings, supervisions, name, sources[name],
                                                                 out / "kaldi" / name))
     for name, cuts in loaded.items():
