@@ -85,7 +85,8 @@ class _Table:
         if data and not data.endswith(b"\n"):
             problems.append(f"{where}: the last line has no newline")
         previous: str | None = None
-        for n, raw in enumerate(data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"), 1):
+        lines = data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n") if data else []
+        for n, raw in enumerate(lines, 1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
