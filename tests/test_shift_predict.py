@@ -4,19 +4,21 @@ lets a held-out condition into the fit, and the one-line verdict follows its rul
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 
 from neurosel.errors import NeuroselError
-from neurosel.shift import (LabelledSet, ShiftSignals, WerPrediction, compare_predictors, fit_wer,
+from neurosel.shift import (LabelledSet, ShiftSignals, WerPrediction, WerPredictor, compare_predictors, fit_wer,
                             leave_one_condition_out, loco_splits, pearson, spearman, utterance_spearman, verdict)
 from neurosel.shift.metrics import ranks
 from neurosel.shift.tdist import t_cdf, t_quantile
 
 
-def labelled(rng: np.random.Generator, n: int, noise: float, condition: str = "c", prefix: str = "s") -> list[LabelledSet]:
+def labelled(rng: np.random.Generator, n: int, noise: float, condition: str = "c",
+             prefix: str = "s") -> list[LabelledSet]:
     """Sets whose WER = 20 + 40 a - 10 b + Gaussian noise, a and b uniform on [0, 1], and a signal
     ``junk`` unrelated to WER."""
     out = []
@@ -74,6 +76,19 @@ def test_interval_covers_new_sets_at_the_nominal_rate(signals, level):
         prediction = fit_wer(sets, signals).predict(new.signals, level)
         covered += prediction.low <= new.wer <= prediction.high
     assert covered / trials == pytest.approx(level, abs=3.5 * math.sqrt(level * (1 - level) / trials))
+
+
+def test_predictor_round_trips_through_json():
+    sets = labelled(np.random.default_rng(7), 8, noise=2.0)
+    predictor = fit_wer(sets, ["a", "b"], ridge=0.5)
+    again = WerPredictor.from_dict(json.loads(json.dumps(predictor.to_dict())))
+    assert again.predict(sets[0].signals) == predictor.predict(sets[0].signals)
+    assert again.fitted_on == predictor.fitted_on
+    broken = {**predictor.to_dict(), "coef": [1.0, 2.0]}
+    with pytest.raises(NeuroselError, match="shift/predictor.json: inconsistent WER predictor for 2 signal"):
+        WerPredictor.from_dict(broken, "shift/predictor.json")
+    with pytest.raises(NeuroselError, match="not a WER predictor"):
+        WerPredictor.from_dict({"signals": ["a"]})
 
 
 def test_ridge_shrinks_towards_the_mean():

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from fc_nets import Mlp, mlp_spec, seeded
 from neurosel.errors import NeuroselError
 from neurosel.fc import FcSpec
+from neurosel.model import ModelConfig, build_model
 from neurosel.saliency.stats import collect_stats
 from neurosel.shift import (NEURON_SIGNALS, OUTPUT_SIGNALS, NeuronSignalConfig, ShiftCollector, ShiftConfig,
                             ShiftSignals)
@@ -360,3 +361,43 @@ def test_batch_protocol_errors(setup):
         model(x)
     with pytest.raises(NeuroselError, match="ran after the last end_batch"):
         collector.result()
+
+
+def test_on_the_project_cnn_padded_batch_equals_each_utterance_alone():
+    """The caller's usage in the recipe: the CNN runs its FC stack on the real frames only,
+    (N, D), subsamples time, and gives its output lengths."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(num_features=8, vocab_size=7, conv_channels=[2, 2], fc_dims=[16, 12],
+                                    dropout=0.0)).double().eval()
+    spec = model.fc_spec()
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(3, 40, 8, generator=g, dtype=torch.float64)
+    feat_lens = torch.tensor([40, 13, 27])
+    ref = collect_stats(model, spec, [((feats, feat_lens), None)], forward=lambda m, x: m(*x))
+    with ShiftCollector(model, spec, ref, ShiftConfig(blank=0)) as collector, torch.inference_mode():
+        log_probs, out_lens = model(feats, feat_lens)
+        collector.end_batch(["a", "b", "c"], log_probs, lengths=out_lens)
+        for uid, i in (("a1", 0), ("b1", 1), ("c1", 2)):
+            n = int(feat_lens[i])
+            log_probs, out_lens = model(feats[i:i + 1, :n], feat_lens[i:i + 1])
+            collector.end_batch([uid], log_probs, lengths=out_lens)
+    signals = collector.result()
+    assert list(signals.frames[:3]) == [10, 4, 7] and list(signals.frames[3:]) == [10, 4, 7]
+    for name in signals.names:
+        np.testing.assert_allclose(signals.values[name][:3], signals.values[name][3:], atol=1e-12, err_msg=name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_model_on_the_gpu_gives_the_cpu_values():
+    model, spec = mlp("sigmoid")
+    ref = reference(model, spec, n=2000)
+    x = frames(1, 4 * 30, 1.0).view(4, 30, N_IN)
+    lengths = [30, 5, 17, 1]
+    on_cpu = set_values(model, spec, ref, x, lengths)
+    gpu_model = model.cuda()
+    with ShiftCollector(gpu_model, spec, ref, ShiftConfig(blank=0)) as collector, torch.inference_mode():
+        mask = (torch.arange(30)[None, :] < torch.tensor(lengths)[:, None]).cuda()
+        collector.end_batch(["u0", "u1", "u2", "u3"], gpu_model(x.cuda()).log_softmax(-1), frame_mask=mask)
+    on_gpu = collector.result()
+    for name in on_cpu.names:
+        np.testing.assert_allclose(on_gpu.values[name], on_cpu.values[name], atol=1e-9, err_msg=name)

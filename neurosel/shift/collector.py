@@ -103,7 +103,8 @@ class ShiftCollector:
         if not isinstance(activations, Tensor) or activations.shape[-1] != width:
             shape = tuple(activations.shape) if isinstance(activations, Tensor) else type(activations).__name__
             raise NeuroselError(f"FC layer {layer}: expected activations (..., {width}), got {shape}")
-        self._pending[layer] = activations.detach().to(torch.float64) > self.spec.on_threshold
+        # compared in float64 as the statistics are; kept on the CPU, where the reference is
+        self._pending[layer] = (activations.detach().to(torch.float64) > self.spec.on_threshold).cpu()
 
     def end_batch(self, utt_ids: Sequence[str], log_probs: Tensor | None = None, *,
                   frame_mask: Tensor | None = None, lengths: Tensor | None = None) -> None:
@@ -118,7 +119,7 @@ class ShiftCollector:
             layer = pending.index(None)
             raise NeuroselError(f"FC layer {layer}: consumer '{self.spec.consumers[layer]}' did not run in this "
                                 "forward while other layers did")
-        frames = BatchFrames(frame_mask, lengths)
+        frames = BatchFrames(*(None if t is None else t.cpu() for t in (frame_mask, lengths)))
         ids = list(utt_ids)
         if len(ids) != frames.batch_size:
             raise NeuroselError(f"end_batch: {len(ids)} utterance ids for a batch of {frames.batch_size}")
@@ -132,7 +133,7 @@ class ShiftCollector:
         if (log_probs is not None) and self.config.blank is None:
             raise NeuroselError("output signals need the blank index (ShiftConfig.blank)")
         per_layer = [frames.rows(on, f"FC layer {layer}").split(counts) for layer, on in enumerate(pending)]
-        outputs = (frames.rows(log_probs, "output log-posteriors").split(counts)
+        outputs = (frames.rows(log_probs.detach().cpu(), "output log-posteriors").split(counts)
                    if log_probs is not None else [None] * len(ids))
         rows = [self._signals([layer[b] for layer in per_layer], outputs[b]) for b in range(len(ids))]
         for uid, (names, _) in zip(ids, rows):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -82,6 +82,28 @@ class WerPredictor:
         half = t_quantile((1.0 + level) / 2.0, self.dof) * self.residual_std * math.sqrt(1.0 + x @ self.coef_cov @ x)
         return WerPrediction(max(wer, 0.0), max(wer - half, 0.0), max(wer + half, 0.0), level)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists and numbers (JSON or YAML), read back by ``from_dict``."""
+        return {"signals": list(self.signals), "ridge": self.ridge, "center": self.center.tolist(),
+                "scale": self.scale.tolist(), "coef": self.coef.tolist(), "coef_cov": self.coef_cov.tolist(),
+                "residual_std": self.residual_std, "dof": self.dof, "fitted_on": list(self.fitted_on)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "WER predictor") -> WerPredictor:
+        """Inverse of ``to_dict``; ``NeuroselError`` naming ``where`` for anything else."""
+        try:
+            k = len(data["signals"])
+            out = cls(tuple(str(n) for n in data["signals"]), float(data["ridge"]),
+                      *(np.array(data[name], dtype=np.float64) for name in ("center", "scale", "coef", "coef_cov")),
+                      float(data["residual_std"]), int(data["dof"]), tuple(str(n) for n in data["fitted_on"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise NeuroselError(f"{where}: not a WER predictor ({e!r})") from e
+        shapes = [a.shape for a in (out.center, out.scale, out.coef, out.coef_cov)]
+        if shapes != [(k,), (k,), (k + 1,), (k + 1, k + 1)] or out.dof < 1 or not (out.scale > 0).all():
+            raise NeuroselError(f"{where}: inconsistent WER predictor for {k} signal(s) (shapes {shapes}, "
+                                f"dof {out.dof})")
+        return out
+
 
 def fit_wer(sets: Sequence[LabelledSet], signals: Sequence[str], ridge: float = 0.0) -> WerPredictor:
     """Fit WER ~ ``signals`` on ``sets`` (see the module docs). ``NeuroselError`` for a missing or
@@ -92,7 +114,8 @@ def fit_wer(sets: Sequence[LabelledSet], signals: Sequence[str], ridge: float = 
         raise NeuroselError("a WER predictor needs at least one signal")
     if ridge < 0:
         raise NeuroselError(f"ridge must be >= 0, got {ridge}")
-    features = np.array([_signal_vector(s.signals, names, f"set {s.name!r}") for s in sets]).reshape(len(sets), len(names))
+    rows = [_signal_vector(s.signals, names, f"set {s.name!r}") for s in sets]
+    features = np.array(rows).reshape(len(sets), len(names))
     wer = np.array([s.wer for s in sets], dtype=np.float64)
     if not np.isfinite(wer).all():
         raise NeuroselError(f"set {sets[int(np.flatnonzero(~np.isfinite(wer))[0])].name!r}: WER is not finite")
