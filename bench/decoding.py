@@ -22,6 +22,7 @@ from neurosel.decode import DecodeConfig, decode_log_probs, load_graph
 from neurosel.decode.run import DecodeStageConfig
 from neurosel.inference import feature_batches
 from neurosel.model import load_model
+from neurosel.recipe import layout
 from neurosel.train.data import load_cmvn
 
 TARGET_RTF = 0.05
@@ -39,8 +40,8 @@ def run(work: Workdir, scratch: Path, quick: bool) -> Section:
     greedy_cfg = DecodeConfig("greedy")
     model, _ = load_model(work.model)
     graph = load_graph(work.lang)
-    cmvn = load_cmvn(work.fbank / "cmvn.npz")
-    cuts = take_seconds(load_cuts(work.fbank / "cuts_test.jsonl.gz"), 30.0 if quick else 120.0)
+    cmvn = load_cmvn(layout.cmvn_path(work.fbank))
+    cuts = take_seconds(load_cuts(layout.cuts_path(work.fbank, "test")), 30.0 if quick else 120.0)
     seconds = total_seconds(cuts)
     batches = list(feature_batches(cuts, cmvn, stage_cfg.max_duration))
     with torch.inference_mode():

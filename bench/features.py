@@ -22,6 +22,7 @@ from bench.common import Metric, Section, fmt, interleaved
 from bench.inputs import Workdir, load_cuts, take_seconds, total_seconds
 from neurosel import config as C
 from neurosel.data.features import FeatureConfig, compute_share, extractor
+from neurosel.recipe import layout
 
 TARGET_RT = 300.0
 
@@ -59,7 +60,7 @@ def run(work: Workdir, scratch: Path, quick: bool) -> Section:
     start = time.perf_counter()
     torch.set_num_threads(1)
     cfg = feature_config(work)
-    cuts = take_seconds(load_cuts(work.manifests / "cuts_train.jsonl.gz"), 20.0 if quick else 90.0)
+    cuts = take_seconds(load_cuts(layout.cuts_path(work.manifests, "train")), 20.0 if quick else 90.0)
     seconds = total_seconds(cuts)
     rate = cuts[0].sampling_rate
     audio = [cut.load_audio()[0].astype(np.float32) for cut in cuts]

@@ -11,6 +11,7 @@ from pathlib import Path
 from lhotse import CutSet, load_manifest
 
 from bench.common import REPO
+from neurosel.recipe import layout
 
 
 @dataclass
@@ -46,10 +47,10 @@ class Workdir:
         other checkout's root for a run in another tree). Found as the nearest ancestor of the work
         dir under which the first feature file of a manifest exists; ``REPO`` when the paths are
         absolute or resolve nowhere."""
-        manifests = sorted(self.fbank.glob("cuts_*.jsonl.gz"))
-        if not manifests:
+        splits = layout.splits(self.fbank)
+        if not splits:
             return REPO
-        with gzip.open(manifests[0], "rt") as f:
+        with gzip.open(layout.cuts_path(self.fbank, splits[0]), "rt") as f:
             first = f.readline()
         storage = (json.loads(first).get("features") or {}).get("storage_path", "") if first.strip() else ""
         if not storage or Path(storage).is_absolute():
@@ -61,8 +62,8 @@ class Workdir:
 
     def missing(self) -> list[Path]:
         """The required files that are not there."""
-        need = [self.manifests / "cuts_train.jsonl.gz", self.fbank / "cuts_train.jsonl.gz",
-                self.fbank / "cmvn.npz", self.lang / "bpe.model", self.lang / "TLG.fst", self.model,
+        need = [layout.cuts_path(self.manifests, "train"), layout.cuts_path(self.fbank, "train"),
+                layout.cmvn_path(self.fbank), self.lang / "bpe.model", self.lang / "TLG.fst", self.model,
                 self.decode_config]
         return [p for p in need if not p.is_file()]
 

@@ -26,6 +26,7 @@ from neurosel.fc import fc_widths
 from neurosel.inference import feature_batches
 from neurosel.model import CnnCtcModel, load_model
 from neurosel.prune.remove import remove_neurons
+from neurosel.recipe import layout
 from neurosel.recipe.prune_stage import PruneStageConfig, fc_inputs, run_fc_stack
 from neurosel.train.data import load_cmvn
 
@@ -75,8 +76,8 @@ def run(work: Workdir, scratch: Path, quick: bool) -> Section:
     start = time.perf_counter()
     torch.set_num_threads(1)
     model, _ = load_model(work.model)
-    cmvn = load_cmvn(work.fbank / "cmvn.npz")
-    cuts = take_seconds(load_cuts(work.fbank / "cuts_dev.jsonl.gz"), 30.0 if quick else 300.0)
+    cmvn = load_cmvn(layout.cmvn_path(work.fbank))
+    cuts = take_seconds(load_cuts(layout.cuts_path(work.fbank, "dev")), 30.0 if quick else 300.0)
     batches = list(feature_batches(cuts, cmvn, PruneStageConfig().max_duration))
     fractions = [0.5] if quick else [0.25, 0.5, 0.75]
     models = {"unpruned": model} | {f"{f:.0%} of FC neurons removed": pruned_copy(model, f) for f in fractions}

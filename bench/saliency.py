@@ -27,6 +27,7 @@ from bench.common import REPO, ChildRun, Metric, Section, check_child, fmt, inte
 from bench.inputs import Workdir, find_workdir, load_cuts, take_seconds, total_seconds
 from neurosel.inference import feature_batches, log_posteriors
 from neurosel.model import load_model
+from neurosel.recipe import layout
 from neurosel.recipe.saliency_stage import SaliencyStageConfig, reference_sets, reference_stats
 from neurosel.saliency.stats import collect_stats
 from neurosel.train.data import load_cmvn
@@ -38,7 +39,7 @@ TARGET_MEMORY = 1.1
 def reference_audio(work: Workdir, seconds: float) -> CutSet:
     """``seconds`` of audio from the reference sets, the same share from each."""
     refs = reference_sets(work.fbank)
-    parts = [take_seconds(load_cuts(work.fbank / f"cuts_{r}.jsonl.gz"), seconds / len(refs)) for r in refs]
+    parts = [take_seconds(load_cuts(layout.cuts_path(work.fbank, r)), seconds / len(refs)) for r in refs]
     return CutSet.from_cuts([c for p in parts for c in p])
 
 
@@ -53,7 +54,7 @@ def child(argv: list[str]) -> None:
     model, _ = load_model(work.model)
     cuts = reference_audio(work, args.seconds)
     start = time.perf_counter()
-    stats = reference_stats(model, cuts, load_cmvn(work.fbank / "cmvn.npz"), SaliencyStageConfig())
+    stats = reference_stats(model, cuts, load_cmvn(layout.cmvn_path(work.fbank)), SaliencyStageConfig())
     print(json.dumps({"seconds": time.perf_counter() - start, "frames": stats.layers[0].count,
                       "activation_mb": stats.layers[0].count * sum(stats.widths) * 8 / 2**20,
                       "audio_seconds": total_seconds(cuts)}))
@@ -68,7 +69,7 @@ def run(work: Workdir, scratch: Path, quick: bool) -> Section:
     model, model_cfg = load_model(work.model)
     spec = model.fc_spec()
     stats_cfg = cfg.stats_config(model_cfg.fc_activation)
-    cmvn = load_cmvn(work.fbank / "cmvn.npz")
+    cmvn = load_cmvn(layout.cmvn_path(work.fbank))
     cuts = reference_audio(work, 40.0 if quick else 300.0)
     seconds = total_seconds(cuts)
     batches = list(feature_batches(cuts, cmvn, cfg.max_duration))

@@ -23,6 +23,7 @@ import yaml
 
 from bench.common import REPO, ChildRun, Metric, Section, check_child, fmt, run_child
 from bench.inputs import Workdir, load_cuts, take_count, total_seconds
+from neurosel.recipe import layout
 
 CONF = REPO / "egs" / "synth" / "conf"
 BATCH_SECONDS = 25.0  # stage 3 and 5 batch size here, so that 1x already fills several batches
@@ -39,8 +40,8 @@ def base_sizes(work: Workdir, quick: bool) -> dict[str, int]:
     present in the run (halved with ``quick``)."""
     sizes = yaml.safe_load((CONF / "tiny.yaml").read_text())["corpus"]["sizes"]
     splits = {"train": sizes["train"], "dev": sizes["dev"]}
-    for path in sorted(work.manifests.glob("cuts_ood_adapt_*.jsonl.gz")):
-        splits[path.name[len("cuts_"):-len(".jsonl.gz")]] = sizes["ood_adapt"]
+    for split in layout.adapt_sets(work.manifests):
+        splits[split] = sizes["ood_adapt"]
     return {s: max(n // 2, 8) if quick else n for s, n in splits.items()}
 
 
@@ -51,8 +52,8 @@ def write_manifests(work: Workdir, sizes: dict[str, int], scale: int, out: Path)
     manifests.mkdir(parents=True, exist_ok=True)
     seconds = 0.0
     for split, n in sizes.items():
-        cuts = take_count(load_cuts(work.manifests / f"cuts_{split}.jsonl.gz"), n * scale)
-        cuts.to_file(manifests / f"cuts_{split}.jsonl.gz")
+        cuts = take_count(load_cuts(layout.cuts_path(work.manifests, split)), n * scale)
+        cuts.to_file(layout.cuts_path(manifests, split))
         seconds += total_seconds(cuts)
     lang = out / "data" / "lang"
     if not lang.exists():

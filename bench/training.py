@@ -30,6 +30,7 @@ from bench.inputs import Workdir, load_cuts
 from neurosel.config import from_dict
 from neurosel.io import torch_load
 from neurosel.model import CnnCtcModel, build_model
+from neurosel.recipe import layout
 from neurosel.train.data import CtcDataset, load_bpe, load_cmvn, make_sampler
 from neurosel.train.loop import train_step
 from neurosel.train.trainer import TrainConfig
@@ -79,13 +80,13 @@ def run(work: Workdir, scratch: Path, quick: bool) -> Section:
     cfg = train_config(work)
     torch.set_num_threads(cfg.num_threads)
     sp = load_bpe(work.lang)
-    cmvn = load_cmvn(work.fbank / "cmvn.npz")
+    cmvn = load_cmvn(layout.cmvn_path(work.fbank))
     torch.manual_seed(cfg.seed)
     model = build_model(replace(cfg.model, vocab_size=sp.get_piece_size()))
     params = list(model.parameters())
     opt_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_class(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    cuts = load_cuts(work.fbank / "cuts_train.jsonl.gz")
+    cuts = load_cuts(layout.cuts_path(work.fbank, "train"))
     sampler = make_sampler(cuts, cfg.max_duration, shuffle=True, seed=cfg.seed, num_buckets=cfg.num_buckets)
     sampler.set_epoch(0)
     dataset = CtcDataset(sp, cmvn, cfg.spec_augment)

@@ -363,6 +363,14 @@ def test_batch_protocol_errors(setup):
         collector.result()
 
 
+def test_a_layer_that_did_not_run_is_named(setup):
+    model, spec, ref = setup
+    with ShiftCollector(model, spec, ref) as collector, torch.inference_mode():
+        model.fc[1](model.act[0](model.fc[0](frames(1, 4))))  # layer 0 reaches its consumer, layer 1 never
+        with pytest.raises(NeuroselError, match="FC layer 1: consumer 'output' did not run"):
+            collector.end_batch(["a"], lengths=torch.tensor([4]))
+
+
 def test_on_the_project_cnn_padded_batch_equals_each_utterance_alone():
     """The caller's usage in the recipe: the CNN runs its FC stack on the real frames only,
     (N, D), subsamples time, and gives its output lengths."""

@@ -26,6 +26,7 @@ from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, load_manifest
 
 from neurosel.errors import NeuroselError
 from neurosel.io import atomic_path
+from neurosel.recipe import layout
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def compute_share(cuts: CutSet, cfg: FeatureConfig, fbank_dir: Path, split: str,
         storage_type=LilcomChunkyWriter,
         progress_bar=progress,
     ).to_eager()
-    part = fbank_dir / "parts" / f"cuts_{split}.{job}.jsonl.gz"
+    part = layout.cuts_part_path(fbank_dir, split, job)
     with atomic_path(part) as tmp:
         with_feats.to_file(tmp)
     return part
@@ -93,12 +94,12 @@ def merge_shares(cfg: FeatureConfig, fbank_dir: Path, split: str, num_jobs: int)
     """Join the jobs' parts of ``split`` into ``cuts_<split>.jsonl.gz`` (sorted by id)."""
     parts = []
     for job in range(1, num_jobs + 1):
-        path = fbank_dir / "parts" / f"cuts_{split}.{job}.jsonl.gz"
+        path = layout.cuts_part_path(fbank_dir, split, job)
         if not path.is_file():
             raise NeuroselError(f"{path}: missing (feature job {job} of {num_jobs} did not finish)")
         parts.extend(load_manifest(path, CutSet))
     cuts = CutSet.from_cuts(sorted(parts, key=lambda c: c.id))
-    with atomic_path(fbank_dir / f"cuts_{split}.jsonl.gz") as tmp:
+    with atomic_path(layout.cuts_path(fbank_dir, split)) as tmp:
         cuts.to_file(tmp)
     if cfg.write_kaldi:
         write_kaldi_feats(cuts, fbank_dir / "kaldi" / split)
@@ -139,9 +140,9 @@ def compute_cmvn(cuts: CutSet, path: Path) -> dict[str, np.ndarray]:
 
 def split_names(manifest_dir: Path) -> list[str]:
     """The splits stage 0 wrote (``manifests/cuts_<split>.jsonl.gz``)."""
-    names = [p.name[len("cuts_"):-len(".jsonl.gz")] for p in sorted(manifest_dir.glob("cuts_*.jsonl.gz"))]
+    names = layout.splits(manifest_dir)
     if not names:
-        raise NeuroselError(f"{manifest_dir}: no cuts_*.jsonl.gz (run stage 0)")
+        raise NeuroselError(f"{manifest_dir}: no {layout.cuts_name('*')} (run stage 0)")
     return names
 
 
@@ -153,7 +154,7 @@ def compute_job(cfg: FeatureConfig, manifest_dir: str | Path, fbank_dir: str | P
     torch.set_num_threads(1)
     manifest_dir, fbank_dir = Path(manifest_dir), Path(fbank_dir)
     for split in split_names(manifest_dir):
-        cuts = load_manifest(manifest_dir / f"cuts_{split}.jsonl.gz", CutSet)
+        cuts = load_manifest(layout.cuts_path(manifest_dir, split), CutSet)
         compute_share(cuts, cfg, fbank_dir, split, job, num_jobs, progress, tag)
 
 
@@ -169,10 +170,10 @@ def merge_jobs(cfg: FeatureConfig, manifest_dir: str | Path, fbank_dir: str | Pa
         cuts = merge_shares(cfg, fbank_dir, split, num_jobs)
         log.info("features for %s: %d cuts", split, len(cuts))
         if split == cfg.cmvn_split:
-            compute_cmvn(cuts, fbank_dir / "cmvn.npz")
+            compute_cmvn(cuts, layout.cmvn_path(fbank_dir))
     current = {storage_name(job, tag) for job in range(1, num_jobs + 1)}
     for split in splits:
         for old in (fbank_dir / f"feats_{split}").glob("*.lca"):
             if old.name not in current:
                 old.unlink()
-    shutil.rmtree(fbank_dir / "parts", ignore_errors=True)
+    shutil.rmtree(layout.parts_dir(fbank_dir), ignore_errors=True)

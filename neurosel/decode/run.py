@@ -25,6 +25,7 @@ from neurosel.decode.types import DecodeConfig, Hypothesis
 from neurosel.errors import NeuroselError
 from neurosel.inference import INFERENCE_BATCH_SECONDS, log_posteriors
 from neurosel.io import write_text
+from neurosel.recipe import layout
 from neurosel.score import WerResult, score
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class DecodeStageConfig:
 
 def load_cuts(fbank_dir: str | Path, name: str) -> CutSet:
     """``<fbank-dir>/cuts_<name>.jsonl.gz``, eagerly."""
-    path = Path(fbank_dir) / f"cuts_{name}.jsonl.gz"
+    path = layout.cuts_path(fbank_dir, name)
     if not path.is_file():
         raise NeuroselError(f"{path}: no such file (is '{name}' a split of this recipe?)")
     return load_manifest(path, CutSet).to_eager()

@@ -43,6 +43,7 @@ from neurosel.inference import INFERENCE_BATCH_SECONDS, FeatureBatch
 from neurosel.io import write_json, write_text
 from neurosel.model import load_model, save_model
 from neurosel.prune.remove import remove_neurons
+from neurosel.recipe import layout
 from neurosel.recipe.neuron_table import NeuronTable, read_neurons_tsv
 from neurosel.saliency.classify import neurons_of
 from neurosel.saliency.compare import select_lowest
@@ -109,7 +110,7 @@ def decode_sets(plan: SystemPlan, sets: list[str]) -> list[str]:
     """The sets a pruned system is decoded on: all of ``sets``, except for a point of the pruning
     curve, which is plotted over the OOD sets only and so is decoded on the ``ood_*`` ones (all of
     ``sets`` when there are none)."""
-    ood = [s for s in sets if s.startswith("ood_")]
+    ood = [s for s in sets if layout.is_ood_set(s)]
     return ood if plan.selection.startswith("curve:") and ood else list(sets)
 
 
@@ -128,14 +129,15 @@ def plan_systems(cfg: PruneStageConfig, table_criteria: list[str]) -> list[Syste
             if not fold and sel not in cfg.nofold:
                 continue
             if sel == "random":
-                plans += [SystemPlan(f"prune_random{suffix}.s{s}", "random", fold, seed=s) for s in cfg.random_seeds]
+                plans += [SystemPlan(layout.system_id(f"prune_random{suffix}", s), "random", fold, seed=s)
+                          for s in cfg.random_seeds]
             else:
                 plans.append(SystemPlan(f"prune_{sel}{suffix}", sel, fold))
     for order in cfg.curve_orders:
         for f in cfg.curve_fractions:
             name = f"curve_{order}_{round(100 * f)}"
             seeds = cfg.curve_seeds if order == "random" else [None]
-            plans += [SystemPlan(name + (f".s{s}" if s is not None else ""), f"curve:{order}", True, s, f)
+            plans += [SystemPlan(layout.system_id(name, s), f"curve:{order}", True, s, f)
                       for s in seeds]
     return plans
 
@@ -254,7 +256,12 @@ def build_system(plan: SystemPlan, baseline_path: str | Path, reference: tuple[s
                  table: NeuronTable, speed_batches: list[FeatureBatch], repeats: int,
                  out_dir: str | Path) -> dict[str, Any]:
     """Prune a copy of the baseline as ``plan`` says and write ``model.pt``, ``removed.tsv`` and
-    ``prune.json`` into ``out_dir``; returns the ``prune.json`` content."""
+    ``prune.json`` into ``out_dir``; returns the ``prune.json`` content.
+
+    ``model.pt`` keeps ``index_map`` ({FC layer: (kept,) original indices}) so that the pruned
+    checkpoint alone says which baseline neuron each of its rows is: a user looking up a kept
+    neuron's row of ``neurons.tsv``, or comparing its activations with the baseline's, needs it,
+    and the checkpoint may travel without its prune dir. Nothing in the recipe reads it back."""
     out_dir = Path(out_dir)
     baseline, _ = load_model(baseline_path)
     model, _ = load_model(baseline_path)

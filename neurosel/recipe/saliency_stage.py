@@ -33,7 +33,8 @@ from neurosel.errors import NeuroselError
 from neurosel.inference import INFERENCE_BATCH_SECONDS, FeatureBatch, feature_batches
 from neurosel.io import write_json, write_text
 from neurosel.model import CnnCtcModel
-from neurosel.recipe import saliency_plots
+from neurosel.recipe import layout, saliency_plots
+from neurosel.recipe.layout import DEV, POOLED
 from neurosel.recipe.neuron_table import read_neurons_tsv, write_neurons_tsv
 from neurosel.saliency.classify import ClassifyConfig, class_counts, classify, neurons_of
 from neurosel.saliency.compare import compare_criteria, selection_jaccard
@@ -43,8 +44,6 @@ from neurosel.saliency.taylor import TaylorConfig, TaylorStats, collect_taylor
 from neurosel.train.data import Batch, CtcDataset, make_sampler
 from neurosel.train.loop import ctc_loss_sum
 
-POOLED = "pooled"
-DEV = "dev"
 TAYLOR_CRITERIA = ("taylor1", "taylor2")
 
 
@@ -90,16 +89,10 @@ class SaliencyStageConfig:
         return any(c in TAYLOR_CRITERIA for c in self.criteria)
 
 
-def conditions(fbank_dir: str | Path) -> list[str]:
-    """OOD condition names c of every ``cuts_ood_adapt_<c>.jsonl.gz`` in ``fbank_dir``, sorted."""
-    prefix, suffix = "cuts_ood_adapt_", ".jsonl.gz"
-    return sorted(p.name[len(prefix):-len(suffix)] for p in Path(fbank_dir).glob(f"{prefix}*{suffix}"))
-
-
 def reference_sets(fbank_dir: str | Path) -> list[str]:
     """The per-split reference sets: ``dev`` then every ``ood_adapt_<c>`` (``pooled`` is built
     from the latter by merging)."""
-    return [DEV] + [f"ood_adapt_{c}" for c in conditions(fbank_dir)]
+    return [DEV] + layout.adapt_sets(fbank_dir)
 
 
 def _forward(model: torch.nn.Module, batch: FeatureBatch) -> Any:
@@ -168,7 +161,7 @@ def analyse_reference(name: str, model: CnnCtcModel, stats: NeuronStats, taylor:
 
 def pooled_stats(saliency_dir: str | Path, refs: list[str]) -> NeuronStats:
     """The exact merge of the ``stats.pt`` of the OOD adaptation sets among ``refs``."""
-    parts = [load_stats(Path(saliency_dir) / r / "stats.pt") for r in refs if r.startswith("ood_adapt_")]
+    parts = [load_stats(Path(saliency_dir) / r / "stats.pt") for r in refs if layout.is_adapt_set(r)]
     if not parts:
         raise NeuroselError(f"{saliency_dir}: no ood_adapt_* statistics to pool")
     out = parts[0]
@@ -198,7 +191,7 @@ def selection_overlap(saliency_dir: str | Path, refs: list[str]) -> dict[str, An
                      "selected_dev": [int(dev[l].numel()) for l in sorted(dev)],
                      "jaccard_per_layer": selection_jaccard(dev, sel),
                      "jaccard": both / union if union else None})
-    conds = [r for r in refs if r.startswith("ood_adapt_")]
+    conds = [r for r in refs if layout.is_adapt_set(r)]
     opposite = []
     for layer in range(len(classes[DEV])):
         labels = np.stack([classes[r][layer] for r in conds]) if conds else np.empty((0, 0))

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from neurosel.errors import NeuroselError
+from neurosel.recipe import layout
 
 _WER = re.compile(r"%WER (\S+) \[ (\d+) / (\d+), (\d+) ins, (\d+) del, (\d+) sub \]")
-_SEED = re.compile(r"^(?P<system>.+)\.s(?P<seed>\d+)$")
 
 
 @dataclass
@@ -83,14 +83,14 @@ def collect(decode_root: str | Path) -> dict[str, SystemResults]:
     if not root.is_dir():
         raise NeuroselError(f"{root}: no decode results (run stage 4 first)")
     systems: dict[str, SystemResults] = {}
-    for wer in sorted(root.glob("*/*/wer")) + sorted(root.glob("*/adapted_*/*/wer")):
+    for wer in sorted(root.glob("*/*/wer")) + sorted(root.glob(f"*/{layout.adapted_name('*')}/*/wer")):
         set_dir = wer.parent
         rel = set_dir.relative_to(root).parts
-        m = _SEED.match(rel[0])
-        name, seed = (m.group("system"), int(m.group("seed"))) if m else (rel[0], None)
+        name, seed = layout.parse_system_id(rel[0])
         if len(rel) == 3:  # <system>/adapted_<c>/<set>
-            condition = rel[1][len("adapted_"):]
-            test_set = rel[2] if rel[2].startswith("ood_") else f"{rel[2]}.{condition}"
+            condition = layout.adapted_condition(rel[1])
+            assert condition is not None  # the glob matched adapted_<c>
+            test_set = layout.adapted_test_set(rel[2], condition)
         else:
             test_set = rel[1]
         system = systems.setdefault(name, SystemResults(name))

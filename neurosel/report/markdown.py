@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neurosel.recipe import layout
 from neurosel.report.results import BLIND_SYSTEMS, Comparison
 
 Summary = dict[str, dict[str, dict[str, float | int]]]
@@ -41,7 +42,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 def pruning_section(summary: Summary, test_sets: list[str], prune_info: dict) -> str:
     systems = ["baseline"] + sorted(s for s in summary if s.startswith("prune_"))
-    ood = [t for t in test_sets if t.startswith("ood_")]
+    ood = [t for t in test_sets if layout.is_ood_set(t)]
     base_ood = mean_wer(summary, "baseline", ood)
     rows = []
     for s in systems:
@@ -68,7 +69,7 @@ def pruning_section(summary: Summary, test_sets: list[str], prune_info: dict) ->
 
 def adaptation_section(summary: Summary, conditions: list[str]) -> str:
     adapt = sorted(s for s in summary if s.startswith("adapt_"))
-    ood = [f"ood_{c}" for c in conditions]
+    ood = [layout.ood_set(c) for c in conditions]
     base_ood = mean_wer(summary, "baseline", ood)
     rows = [["baseline (unadapted)"] + [cell(summary.get("baseline", {}).get(t)) for t in ood]
             + ["–" if base_ood is None else f"{base_ood:.2f}", "–", cell(summary.get("baseline", {}).get("test"))]]

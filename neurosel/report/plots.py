@@ -11,6 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from neurosel.io import atomic_path
+from neurosel.recipe import layout
 
 _CURVE = re.compile(r"^curve_(?P<order>.+)_(?P<pct>\d+)$")
 
@@ -73,8 +74,8 @@ def plot_adaptation_losses(path: Path, adapt_root: Path) -> bool:
     """Per-step pseudo-label loss of each adaptation run (``adapt.json``: ``losses``), one panel
     per condition, one line per system (first seed)."""
     runs: dict[str, dict[str, list[float]]] = {}
-    for f in sorted(adapt_root.glob("*/adapted_*/adapt.json")):
-        system = re.sub(r"\.s\d+$", "", f.parents[1].name)
+    for f in sorted(adapt_root.glob(f"*/{layout.adapted_name('*')}/adapt.json")):
+        system = layout.parse_system_id(f.parents[1].name)[0]
         doc = json.loads(f.read_text())
         losses = doc.get("losses") or doc.get("loss_curve")
         if isinstance(losses, dict):  # per phase

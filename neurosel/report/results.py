@@ -10,16 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from neurosel.recipe import layout
 from neurosel.report.bootstrap import BootstrapResult, mean_std, paired_bootstrap
 from neurosel.report.collect import SetResult, SystemResults
 
 BLIND_SYSTEMS = ("adapt_all", "adapt_fc", "adapt_conv", "adapt_last")
-
-
-def is_test_set(name: str) -> bool:
-    """``test`` and the OOD test sets ``ood_<c>``; not dev, nor the adaptation sets the baseline
-    decodes for pseudo-labels, nor an adapted model's in-domain ``test.<c>``."""
-    return name == "test" or (name.startswith("ood_") and not name.startswith("ood_adapt_"))
 
 
 def summarise(systems: dict[str, SystemResults]) -> dict[str, dict[str, dict[str, float | int]]]:
@@ -41,7 +36,7 @@ def seeds_of(systems: dict[str, SystemResults]) -> list[int]:
 def results_json(recipe: str, systems: dict[str, SystemResults], base_seed: int) -> dict:
     """The ``results.json`` document."""
     summary = summarise(systems)
-    test_sets = sorted({t for per_set in summary.values() for t in per_set if is_test_set(t)})
+    test_sets = sorted({t for per_set in summary.values() for t in per_set if layout.is_test_set(t)})
     return {"recipe": recipe, "seeds": seeds_of(systems) or [base_seed], "test_sets": test_sets,
             "systems": summary}
 
@@ -91,7 +86,7 @@ def paper_comparisons(systems: dict[str, SystemResults], summary: dict) -> list[
     WER) on every OOD test set; (c) selective-then-full vs random-neurons-then-full, the control
     that tells the choice of the hyper/hypo neurons from the two-phase schedule itself."""
     out = []
-    ood = lambda s: sorted(t for t in systems[s].runs if is_test_set(t) and t != "test")  # noqa: E731
+    ood = lambda s: sorted(t for t in systems[s].runs if layout.is_ood_set(t))  # noqa: E731
     for suffix, how in (("", ""), ("_nofold", ", no mean folding")):
         hh, rnd = f"prune_hyper_hypo{suffix}", f"prune_random{suffix}"
         if hh in systems and rnd in systems:

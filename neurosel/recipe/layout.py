@@ -1,0 +1,202 @@
+"""The one owner of a recipe run's on-disk names (DESIGN.md, "Names that tests and users rely on").
+
+Every other module, ``steps/*.sh`` and ``run.sh`` get these names from here (the shell through
+``python -m neurosel.bin.layout``), so a name is spelled once. Imports the standard library only:
+the shell asks it at every stage, and it must start fast.
+
+Splits: ``train``, ``dev``, ``test`` (in-domain) and per OOD condition ``c`` (lower-case letters
+and ``_``) ``ood_adapt_<c>`` (adaptation audio) and ``ood_<c>`` (its test set).
+
+Files of a data dir (stage 0's ``manifests/``, stage 1's ``fbank/``): ``cuts_<split>.jsonl.gz``;
+the fbank dir also ``cmvn.npz`` and the jobs' ``parts/cuts_<split>.<job>.jsonl.gz``.
+
+Systems and where they go under ``exp/``:
+
+- a system id is ``<system>`` (run once), ``<system>.s<seed>`` (one seed of several) or, for an
+  adaptation to every condition's data at once, ``<system>_pooled.s<seed>``;
+- ``baseline/`` (stage 3), ``saliency/<reference-set>/`` (stage 5; reference sets ``dev``, each
+  ``ood_adapt_<c>`` and ``pooled``), ``prune/<system-id>/`` (stage 6), ``adapt/<system-id>/``
+  with ``adapted_<c>/`` per condition and ``adapt/lr/<system>/`` (stage 7);
+- ``decode/<system-id>/<set>/`` and, for a model adapted to condition ``c``,
+  ``decode/<system-id>/adapted_<c>/<set>/``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+TRAIN, DEV, TEST = "train", "dev", "test"
+POOLED = "pooled"
+BASELINE = "baseline"
+_ADAPT, _OOD = "ood_adapt_", "ood_"
+_ADAPTED = "adapted_"
+SPLIT_NAME = re.compile(r"^(train|dev|test|ood_adapt_[a-z][a-z_]*|ood_[a-z][a-z_]*)$")
+_CUTS = re.compile(r"^cuts_(?P<split>.+)\.jsonl\.gz$")
+_SYSTEM_ID = re.compile(r"^(?P<system>.+?)(\.s(?P<seed>\d+))?$")
+
+
+def adapt_set(condition: str) -> str:
+    """``ood_adapt_<condition>``: the condition's adaptation audio."""
+    return f"{_ADAPT}{condition}"
+
+
+def ood_set(condition: str) -> str:
+    """``ood_<condition>``: the condition's test set."""
+    return f"{_OOD}{condition}"
+
+
+def is_adapt_set(name: str) -> bool:
+    """True for ``ood_adapt_<c>``."""
+    return name.startswith(_ADAPT)
+
+
+def is_ood_set(name: str) -> bool:
+    """True for an OOD test set ``ood_<c>`` (not an adaptation set)."""
+    return name.startswith(_OOD) and not is_adapt_set(name)
+
+
+def is_test_set(name: str) -> bool:
+    """``test`` and every ``ood_<c>``: the sets results are reported on (not dev, nor the
+    adaptation sets, nor an adapted model's in-domain ``test.<c>``)."""
+    return name == TEST or is_ood_set(name)
+
+
+def condition_of(name: str) -> str:
+    """``c`` of ``ood_adapt_<c>`` or ``ood_<c>``; ValueError for an in-domain split."""
+    for prefix in (_ADAPT, _OOD):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    raise ValueError(f"'{name}' is not an OOD split")
+
+
+def cuts_name(split: str) -> str:
+    """``cuts_<split>.jsonl.gz``."""
+    return f"cuts_{split}.jsonl.gz"
+
+
+def cuts_path(data_dir: str | Path, split: str) -> Path:
+    """``<data_dir>/cuts_<split>.jsonl.gz`` (a manifests or fbank dir)."""
+    return Path(data_dir) / cuts_name(split)
+
+
+def parts_dir(fbank_dir: str | Path) -> Path:
+    """``<fbank_dir>/parts``: the feature jobs' shares until they are merged."""
+    return Path(fbank_dir) / "parts"
+
+
+def cuts_part_path(fbank_dir: str | Path, split: str, job: int) -> Path:
+    """``<fbank_dir>/parts/cuts_<split>.<job>.jsonl.gz``: one feature job's share of a split."""
+    return parts_dir(fbank_dir) / f"cuts_{split}.{job}.jsonl.gz"
+
+
+def cmvn_path(fbank_dir: str | Path) -> Path:
+    """``<fbank_dir>/cmvn.npz``: the global CMVN statistics."""
+    return Path(fbank_dir) / "cmvn.npz"
+
+
+def bpe_model(lang_dir: str | Path) -> Path:
+    """``<lang_dir>/bpe.model``."""
+    return Path(lang_dir) / "bpe.model"
+
+
+def decoding_graph(lang_dir: str | Path) -> Path:
+    """``<lang_dir>/TLG.fst``."""
+    return Path(lang_dir) / "TLG.fst"
+
+
+def splits(data_dir: str | Path) -> list[str]:
+    """The splits with a ``cuts_<split>.jsonl.gz`` in ``data_dir``, sorted; none if it does not exist."""
+    found = (_CUTS.match(p.name) for p in Path(data_dir).glob("cuts_*.jsonl.gz"))
+    return sorted(m.group("split") for m in found if m)
+
+
+def conditions(data_dir: str | Path) -> list[str]:
+    """The OOD conditions of the ``ood_adapt_<c>`` splits in ``data_dir``, sorted."""
+    return sorted(condition_of(s) for s in splits(data_dir) if is_adapt_set(s))
+
+
+def adapt_sets(data_dir: str | Path) -> list[str]:
+    """The ``ood_adapt_<c>`` splits in ``data_dir``, sorted."""
+    return [adapt_set(c) for c in conditions(data_dir)]
+
+
+def test_sets(data_dir: str | Path) -> list[str]:
+    """The test sets (``is_test_set``) in ``data_dir``, sorted."""
+    return [s for s in splits(data_dir) if is_test_set(s)]
+
+
+def system_id(system: str, seed: int | None = None, pooled: bool = False) -> str:
+    """``<system>[_pooled][.s<seed>]``."""
+    return system + ("_pooled" if pooled else "") + ("" if seed is None else f".s{seed}")
+
+
+def parse_system_id(name: str) -> tuple[str, int | None]:
+    """(system, seed) of a system id: ``prune_random.s2`` -> (``prune_random``, 2),
+    ``adapt_all_pooled.s42`` -> (``adapt_all_pooled``, 42), ``baseline`` -> (``baseline``, None)."""
+    m = _SYSTEM_ID.match(name)
+    if m is None:
+        raise ValueError("an empty system id")
+    return m.group("system"), None if m.group("seed") is None else int(m.group("seed"))
+
+
+def is_pooled(name: str) -> bool:
+    """True for the id (or the system part of one) of a pooled adaptation system."""
+    return parse_system_id(name)[0].endswith("_pooled")
+
+
+def adapted_name(condition: str) -> str:
+    """``adapted_<c>``: the sub-folder of a model adapted to condition ``c``."""
+    return f"{_ADAPTED}{condition}"
+
+
+def adapted_condition(name: str) -> str | None:
+    """``c`` of ``adapted_<c>``, None for any other folder name."""
+    return name[len(_ADAPTED):] if name.startswith(_ADAPTED) else None
+
+
+def adapted_test_set(test_set: str, condition: str) -> str:
+    """The reported name of a model adapted to ``c`` on ``test_set``: ``ood_<c>`` itself; the
+    in-domain ``test`` as ``test.<c>`` (what adapting to ``c`` costs in-domain)."""
+    return test_set if is_ood_set(test_set) else f"{test_set}.{condition}"
+
+
+def baseline_dir(exp_dir: str | Path) -> Path:
+    """``<exp>/baseline``: stage 3."""
+    return Path(exp_dir) / BASELINE
+
+
+def decode_root(exp_dir: str | Path) -> Path:
+    """``<exp>/decode``: every system's decode dirs."""
+    return Path(exp_dir) / "decode"
+
+
+def decode_dir(exp_dir: str | Path, system: str) -> Path:
+    """``<exp>/decode/<system-id>``."""
+    return decode_root(exp_dir) / system
+
+
+def saliency_dir(exp_dir: str | Path) -> Path:
+    """``<exp>/saliency``: stage 5, one sub-folder per reference set."""
+    return Path(exp_dir) / "saliency"
+
+
+def prune_dir(exp_dir: str | Path) -> Path:
+    """``<exp>/prune``: stage 6, one sub-folder per system id."""
+    return Path(exp_dir) / "prune"
+
+
+def adapt_dir(exp_dir: str | Path) -> Path:
+    """``<exp>/adapt``: stage 7, one sub-folder per system id."""
+    return Path(exp_dir) / "adapt"
+
+
+def rates_path(adapt_root: str | Path, system: str) -> Path:
+    """``<exp>/adapt/lr/<system>/rates.json``: the learning rates chosen for ``system``."""
+    return Path(adapt_root) / "lr" / system / "rates.json"
+
+
+def pending_jobs_path(adapt_root: str | Path, what: str) -> Path:
+    """``<exp>/adapt/log/pending.<what>``: stage 7's plan of the jobs left to run (``tunes`` or
+    ``units``), one line of unit numbers per launcher job."""
+    return Path(adapt_root) / "log" / f"pending.{what}"
