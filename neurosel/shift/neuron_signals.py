@@ -19,9 +19,13 @@ and an utterance of n frames, k_j of them on (p_j = k_j / n):
   H((p_j + q_j) / 2) - (H(p_j) + H(q_j)) / 2, in [0, 1] and finite at p or q in {0, 1}.
 - ``window_entropy``: the on/off entropy H (bits) of the neuron's on-rate within a running window
   of ``window`` frames (hop 1), averaged over the windows of the utterance (one window of all its
-  frames when it is shorter): the short-time activation entropy of Mitra et al. (arXiv:1708.09516),
-  here on the on/off pattern that the rest of the library uses (He et al., ICASSP 2014).
-  Saturated neurons have window entropy 0, so saturation lowers it.
+  frames when it is shorter). This is our reading of the short-time activation entropy of Mitra et
+  al. (arXiv:1708.09516), of which only the abstract was at hand ("measured over a short-time
+  running window on the activation from each neuron of a given hidden layer ... used to compute
+  summary entropy"): the entropy here is of the on/off pattern that the rest of the library uses
+  (He et al., ICASSP 2014), the summary is the mean over windows and neurons. Saturated neurons
+  have window entropy 0, so saturation lowers it, while the abstract expects unseen data to add
+  variability; which way it moves with WER is for the predictor to fit, not assumed here.
 
 The last three grow with sampling noise on short utterances (E|p - q| ~ sqrt(q(1-q)/n)); the
 first is built not to.

@@ -4,7 +4,8 @@ For frame t with posteriors P_t over V output units (CTC: V - 1 units and the bl
 
 - ``max_posterior``: max_v P_t(v), the frame confidence (the first-pass confidence of method.md);
 - ``top_gap``: P_t of the most likely unit minus P_t of the next most likely (Mitra and Franco,
-  arXiv:1802.06861: under unseen data the gap shrinks);
+  arXiv:1802.06861: under unseen data the gap shrinks; their distance measure between the two may
+  differ, only the abstract was at hand);
 - ``blank_share``: 1 if the most likely unit is the blank (a greedy CTC decoder emits nothing);
 - ``frame_entropy``: -sum_v P_t(v) log2 P_t(v), bits (the frame-entropy baseline of WER prediction
   that Hermansky et al.'s M-measure is compared with).
