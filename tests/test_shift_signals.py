@@ -217,7 +217,10 @@ def test_output_signals_by_hand():
         model(frames(1, 2)[None])
         collector.end_batch(["u"], posteriors.log(), lengths=torch.tensor([2]))
     got = collector.result().set_values()
-    h = lambda ps: -sum(p * math.log2(p) for p in ps if p > 0)  # noqa: E731
+
+    def h(ps: list[float]) -> float:
+        return -sum(p * math.log2(p) for p in ps)
+
     assert got["max_posterior"] == pytest.approx(0.6)
     assert got["top_gap"] == pytest.approx((0.5 + 0.1) / 2)
     assert got["blank_share"] == pytest.approx(0.5)
@@ -264,7 +267,10 @@ def test_binomial_tails_and_window_entropy_by_hand():
     p = torch.tensor([0.3, 0.3, 0.9], dtype=torch.float64)
     k = torch.tensor([0, 4, 5])
     below, above = binomial_tails(k, 5, p)
-    pmf = lambda j, q: math.comb(5, j) * q**j * (1 - q) ** (5 - j)  # noqa: E731
+
+    def pmf(j: int, q: float) -> float:
+        return math.comb(5, j) * q**j * (1 - q) ** (5 - j)
+
     for i in range(3):
         assert below[i] == pytest.approx(sum(pmf(j, float(p[i])) for j in range(int(k[i]) + 1)))
         assert above[i] == pytest.approx(sum(pmf(j, float(p[i])) for j in range(int(k[i]), 6)))
