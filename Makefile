@@ -6,6 +6,8 @@ setup:
 	utils/setup_env.sh --with-slurm
 
 # pytest exits 5 when it collected no test; that must fail, as any other non-zero code does.
+# The Slurm tests start a local cluster when none answers and stop it when they end
+# (tests/slurm_fixture.py); set-up's full output is in build/setup_env.log.
 test: setup
 	.venv/bin/python -m pytest tests -ra --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc

@@ -42,7 +42,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from lhotse import RecordingSet, SupervisionSet
+from lhotse import Recording, RecordingSet, SupervisionSet
 
 from neurosel.errors import NeuroselError
 
@@ -277,7 +277,7 @@ def _no_whitespace(value: str, what: str, sup_id: str, source: str) -> None:
                             "which a Kaldi data dir cannot hold")
 
 
-def _audio(recording, source: str) -> str:
+def _audio(recording: Recording, source: str) -> str:
     """The ``wav.scp`` value of a one-channel, one-source recording: the path of a plain WAV file,
     a ``sox -R ... -t wav - |`` pipe for other file formats, or a command source's pipe."""
     if len(recording.sources) != 1 or recording.num_channels != 1 or recording.transforms:
