@@ -206,7 +206,8 @@ class TtaAdapter:
             scores, mask = self.forward(self.model, batch)
             loss = suta_objective(scores, mask, self.config)
             if not torch.isfinite(loss):
-                raise NeuroselError("TTA: the objective is not finite")
+                raise NeuroselError(f"TTA: the objective is not finite at lr {self.config.lr:g} (diverged; lower "
+                                    "the learning rate)")
             losses.append(float(loss.detach()))
             self._optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -240,6 +241,9 @@ class TtaAdapter:
                 losses = self._steps(batch, cfg.steps)
             with torch.no_grad():
                 scores, mask = self.forward(self.model, batch)
+                if not torch.isfinite(scores[mask]).all():
+                    raise NeuroselError(f"TTA: the adapted model's scores are not finite after {cfg.steps} steps at "
+                                        f"lr {cfg.lr:g} (diverged; lower the learning rate)")
                 losses.append(float(suta_objective(scores, mask, cfg)))
             self.history.append(TtaStep(losses, reset))
             if cfg.mode == "episodic":
