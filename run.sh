@@ -106,9 +106,6 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   steps/prepare_lang.sh $opts --cmd "$cpu_cmd" --config "$conf/lang.yaml" "$lm_text" "$data/lang"
 fi
 
-test_sets=$(cd "$data/fbank" 2>/dev/null && ls cuts_*.jsonl.gz 2>/dev/null | sed 's/cuts_\(.*\).jsonl.gz/\1/' \
-  | grep -E '^(test|ood_[a-z_]+)$' | grep -v '^ood_adapt_' | paste -sd, || true)
-
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "stage 3: train"
   steps/train.sh $opts --cmd "$train_cmd" --seed "$seed" --config "$conf/$train_config.yaml" \
@@ -116,9 +113,10 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  test_sets=$(python -m neurosel.bin.layout test-sets "$data/fbank")
   log "stage 4: decode baseline on $test_sets (LM weight tuned on dev)"
   steps/decode.sh $opts --cmd "$decode_cmd" --nj "$nj" --tune true --config "$conf/decode.yaml" \
-    "$exp/baseline/model.pt" "$data/lang" "$data/fbank" "$exp/decode/baseline" "dev,$test_sets"
+    --sets "dev,$test_sets" "$exp/baseline/model.pt" "$data/fbank" "$data/lang" "$exp/decode/baseline"
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
@@ -129,15 +127,16 @@ fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "stage 6: prune (hyper, hypo, hyper+hypo, random, each criterion; WER against fraction removed)"
+  test_sets=$(python -m neurosel.bin.layout test-sets "$data/fbank")
   steps/prune.sh $opts --cmd "$cpu_cmd" --decode-cmd "$decode_cmd" --nj "$nj" --config "$conf/prune.yaml" \
     --test-sets "$test_sets" --decode-config "$exp/decode/baseline/decode.yaml" \
-    "$exp/baseline/model.pt" "$exp/saliency" "$data/fbank" "$data/lang" "$exp/prune"
+    "$exp/baseline/model.pt" "$data/fbank" "$data/lang" "$exp/saliency" "$exp/prune"
 fi
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   log "stage 7: adapt to each OOD condition (pseudo-labels; blind, selective, selective+full, random+full, LHUC, oracle; pooled)"
   steps/adapt.sh $opts --cmd "$train_cmd" --decode-cmd "$decode_cmd" --nj "$nj" --seed "$seed" \
-    --config "$conf/adapt.yaml" "$exp/baseline/model.pt" "$data/lang" "$data/fbank" "$exp"
+    --config "$conf/adapt.yaml" "$exp/baseline/model.pt" "$data/fbank" "$data/lang" "$exp"
 fi
 
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
@@ -146,7 +145,6 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
   copy=
   [ "$workdir" = "$recipe_dir" ] && copy=$recipe_dir/RESULTS.md
   steps/report.sh --recipe "$recipe" --seed "$seed" --copy-to "$copy" --command "$invocation" "$workdir"
-  sed -n '/^## What the data say/,/^## Claim 1/p' "$exp/RESULTS.md" | sed '$d'
   log "results: $exp/results.json, $exp/RESULTS.md"
 fi
 

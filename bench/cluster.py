@@ -33,6 +33,7 @@ from pathlib import Path
 
 from bench.common import REPO, Metric, Section, check_child, fmt, run_child
 from bench.inputs import Workdir, load_cuts, take_count
+from neurosel.recipe import layout
 
 CLUSTER = REPO / "tools" / "slurm" / "cluster.sh"
 TRAIN_CONFIG = REPO / "egs" / "synth" / "conf" / "train.yaml"
@@ -47,8 +48,7 @@ def eval_sets(work: Workdir, quick: bool) -> list[str]:
     """``test`` and the run's ``ood_*`` evaluation sets (not the ``ood_adapt_*`` ones)."""
     if quick:
         return ["test"]
-    names = [p.name[len("cuts_"):-len(".jsonl.gz")] for p in sorted(work.fbank.glob("cuts_ood_*.jsonl.gz"))]
-    return ["test"] + [n for n in names if not n.startswith("ood_adapt_")]
+    return [layout.TEST] + [n for n in layout.test_sets(work.fbank) if layout.is_ood_set(n)]
 
 
 def quick_fbank(work: Workdir, dest: Path) -> Path:
@@ -56,10 +56,10 @@ def quick_fbank(work: Workdir, dest: Path) -> Path:
     its other files linked: what ``--quick`` decodes and trains on."""
     dest.mkdir(parents=True, exist_ok=True)
     for path in work.fbank.iterdir():
-        if path.is_file() and not path.name.startswith("cuts_"):
+        if path.is_file() and path.name not in {layout.cuts_name(s) for s in layout.splits(work.fbank)}:
             (dest / path.name).symlink_to(path)
     for name, count in QUICK_CUTS.items():
-        take_count(load_cuts(work.fbank / f"cuts_{name}.jsonl.gz"), count).to_file(dest / f"cuts_{name}.jsonl.gz")
+        take_count(load_cuts(layout.cuts_path(work.fbank, name)), count).to_file(layout.cuts_path(dest, name))
     return dest
 
 
@@ -208,8 +208,8 @@ def time_decoding(work: Workdir, fbank: Path, root: Path, base: Path, launchers:
             dest = base / "decode" / f"{launcher}_nj{nj}"
             shutil.rmtree(dest, ignore_errors=True)
             cmd = ["steps/decode.sh", "--cmd", f"utils/{launcher} {LAUNCHER_OPTS}", "--nj", str(nj),
-                   "--config", str(work.decode_config), str(work.model), str(work.lang), str(fbank),
-                   str(dest), ",".join(sets)]
+                   "--config", str(work.decode_config), "--sets", ",".join(sets), str(work.model), str(fbank),
+                   str(work.lang), str(dest)]
             log = base / "logs" / f"decode_{launcher}_nj{nj}_{round_}.log"
             result = check_child(run_child(cmd, log, root), cmd, log)
             if round_ >= warmup:

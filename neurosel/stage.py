@@ -1,5 +1,17 @@
-"""Stage markers: a ``.done`` file per stage output folder holding a hash of the stage's resolved
-config and inputs. A rerun skips a stage whose hash matches and redoes one whose hash changed.
+"""The stage protocol and its markers.
+
+Every stage's command line (``neurosel.bin.<stage>``) answers the same protocol, which
+``steps/*.sh`` rely on instead of parsing printed text:
+
+- ``status``: exit ``UP_TO_DATE`` (0) when every output is up to date, ``STALE`` (3) when there
+  is work to do, anything else on an error (1: a ``NeuroselError``, e.g. a broken config or a
+  missing input; 2: a usage error), after which a step stops instead of launching jobs;
+- a job action (``--job J --num-jobs N``) that does its share of the work, skipping what is up to
+  date; ``merge``, which joins the jobs' outputs and writes the markers; ``list``, which prints
+  the stage's units of work, one per line.
+
+Markers: a ``.done`` file per stage output folder holding a hash of the stage's resolved config
+and inputs. A rerun skips a stage whose hash matches and redoes one whose hash changed.
 
 Inputs are hashed by content for small files and by (size, mtime_ns) for large ones, so that a
 changed input on disk is detected without reading gigabytes of features each time. In an input
@@ -15,11 +27,14 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from neurosel.errors import NeuroselError
 from neurosel.io import is_temporary, write_json
 
 log = logging.getLogger("neurosel.stage")
 
 MARKER = ".done"
+UP_TO_DATE = 0
+STALE = 3
 _CONTENT_HASH_LIMIT = 8 << 20
 
 
@@ -92,3 +107,21 @@ def run_once(name: str, out_dir: str | Path, config: Any, inputs: Iterable[str |
     work()
     mark_done(out_dir, digest, stage=name)
     return True
+
+
+def status_code(name: str, out_dir: str | Path, todo: list[str], force: bool = False) -> int:
+    """The exit code of a ``status`` action: ``STALE`` when ``todo`` (the outputs that are not up
+    to date) is not empty or ``force`` is set, else ``UP_TO_DATE``; says which on the log."""
+    if todo or force:
+        log.info("%s: to do in %s: %s", name, out_dir, ", ".join(todo) if todo else "everything (--force)")
+        return STALE
+    log.info("%s: up to date in %s, skipping (use --force to redo)", name, out_dir)
+    return UP_TO_DATE
+
+
+def require(paths: Iterable[str | Path]) -> None:
+    """``NeuroselError`` naming the first of ``paths`` that does not exist: a stage's ``status``
+    checks its inputs, so that a step stops before it launches jobs that could not run."""
+    for p in paths:
+        if not Path(p).exists():
+            raise NeuroselError(f"{p}: no such file (run the earlier stages first)")

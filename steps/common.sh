@@ -11,6 +11,19 @@ config_opts() {
   return 0
 }
 
+# up_to_date <status command...>: ask a stage's status (the protocol of neurosel/stage.py). True (0)
+# when up to date, false (1) when there is work to do; on an error (a broken config, a missing
+# input) the step stops here with the status command's code, before it launches any job.
+up_to_date() {
+  local code=0
+  "$@" || code=$?
+  case $code in
+    0) return 0 ;;
+    3) return 1 ;;
+    *) echo "$(basename "$0"): stopped: the status check failed (exit $code); no job launched" >&2; exit "$code" ;;
+  esac
+}
+
 # run_step "<cmd [launcher options]>" <log> <command...>: one job through the launcher; on failure
 # the error lines of the log are shown on the console and the step fails.
 run_step() {

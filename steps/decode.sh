@@ -10,11 +10,13 @@ overlay=
 overrides=
 cmd=utils/run.pl
 nj=1
+sets=
 tune=false
 force=false
-help_message="Usage: $0 [options] <model.pt> <lang-dir> <fbank-dir> <decode-dir> <set>[,<set>...]
- e.g.: $0 --tune true --nj 2 exp/baseline/model.pt data/lang data/fbank exp/decode/baseline test,ood_noise
+help_message="Usage: $0 [options] --sets <set>[,<set>...] <model.pt> <fbank-dir> <lang-dir> <decode-dir>
+ e.g.: $0 --tune true --nj 2 --sets test,ood_noise exp/baseline/model.pt data/fbank data/lang exp/decode/baseline
 Options:
+  --sets <a,b,..>      the sets to decode (required)
   --config <yaml>      decode config (a tuned <decode-dir>/decode.yaml for other systems)
   --overlay <yaml>     overlay config (section 'decode')
   --overrides 'k=v ..' config overrides
@@ -23,31 +25,23 @@ Options:
   --tune <bool>        choose the LM weight on the tune set first
   --force <bool>       redo even if up to date"
 . utils/parse_options.sh
-[ $# -eq 5 ] || { echo "$help_message" >&2; exit 1; }
-model=$1 lang=$2 fbank=$3 dir=$4 sets=$5
-for f in "$model" "$lang/bpe.model" "$fbank/cmvn.npz"; do
-  [ -f "$f" ] || { echo "$0: $f does not exist" >&2; exit 1; }
-done
+[ $# -eq 4 ] && [ -n "$sets" ] || { echo "$help_message" >&2; exit 1; }
+model=$1 fbank=$2 lang=$3 dir=$4
 
 . steps/common.sh
 if [ "$tune" = true ]; then
   run_step "$cmd" "$dir/log/tune.log" \
     python -m neurosel.bin.decode tune $(config_opts) "$model" "$lang" "$fbank" "$dir"
-  config=$dir/decode.yaml
-  overlay=
-  overrides=
+  config=$dir/decode.yaml overlay= overrides=
 fi
-if python -m neurosel.bin.decode status $(config_opts) --sets "$sets" "$model" "$lang" "$fbank" "$dir"; then
-  exit 0
+stage_opts="$(config_opts)--sets $sets"
+if ! up_to_date python -m neurosel.bin.decode status $stage_opts "$model" "$lang" "$fbank" "$dir"; then
+  for s in ${sets//,/ }; do rm -rf "$dir/$s/parts"; done
+  force=false  # the decode jobs themselves have no skip logic; --force only defeats the status check
+  stage_opts="$(config_opts)--sets $sets"
+  run_step "$cmd JOB=1:$nj" "$dir/log/decode.JOB.log" \
+    python -m neurosel.bin.decode decode $stage_opts --job JOB --num-jobs "$nj" "$model" "$lang" "$fbank" "$dir"
+  run_step "$cmd" "$dir/log/merge.log" \
+    python -m neurosel.bin.decode merge $stage_opts --num-jobs "$nj" "$model" "$lang" "$fbank" "$dir"
 fi
-for s in ${sets//,/ }; do rm -rf "$dir/$s/parts"; done
-force=false  # the decode jobs themselves have no skip logic; --force only defeats the status check
-run_step "$cmd JOB=1:$nj" "$dir/log/decode.JOB.log" \
-  python -m neurosel.bin.decode decode $(config_opts) --sets "$sets" --job JOB --num-jobs "$nj" \
-    "$model" "$lang" "$fbank" "$dir"
-run_step "$cmd" "$dir/log/merge.log" \
-  python -m neurosel.bin.decode merge $(config_opts) --sets "$sets" --num-jobs "$nj" \
-    "$model" "$lang" "$fbank" "$dir"
-for s in ${sets//,/ }; do
-  printf '%-24s %s\n' "$(basename "$dir")/$s" "$(cat "$dir/$s/wer")"
-done
+python -m neurosel.bin.decode table $stage_opts "$model" "$lang" "$fbank" "$dir"

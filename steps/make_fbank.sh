@@ -25,7 +25,7 @@ fbank=$2
 [ -d "$data/manifests" ] || { echo "$0: $data/manifests does not exist (run stage 0)" >&2; exit 1; }
 
 . steps/common.sh
-if python -m neurosel.bin.features status $(config_opts) "$data" "$fbank"; then
+if up_to_date python -m neurosel.bin.features status $(config_opts) "$data" "$fbank"; then
   exit 0
 fi
 force=false

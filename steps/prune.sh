@@ -16,10 +16,10 @@ decode_config=
 decode_root=
 force=false
 quiet=false
-help_message="Usage: $0 [options] <model.pt> <saliency-dir> <fbank-dir> <lang-dir> <prune-dir>
+help_message="Usage: $0 [options] <model.pt> <fbank-dir> <lang-dir> <saliency-dir> <prune-dir>
  e.g.: $0 --nj 2 --config conf/prune.yaml --test-sets test,ood_noise \\
          --decode-config exp/decode/baseline/decode.yaml \\
-         exp/baseline/model.pt exp/saliency data/fbank data/lang exp/prune
+         exp/baseline/model.pt data/fbank data/lang exp/saliency exp/prune
 Options:
   --config <yaml>         stage config
   --overlay <yaml>        overlay config (section 'prune')
@@ -33,31 +33,24 @@ Options:
   --force <bool>          redo even if up to date"
 . utils/parse_options.sh
 [ $# -eq 5 ] || { echo "$help_message" >&2; exit 1; }
-model=$1 saliency=$2 fbank=$3 lang=$4 dir=$5
+model=$1 fbank=$2 lang=$3 saliency=$4 dir=$5
 decode_cmd=${decode_cmd:-$cmd}
-decode_root=${decode_root:-$(dirname "$dir")/decode}
-for f in "$model" "$saliency/dev/neurons.tsv" "$fbank/cmvn.npz"; do
-  [ -f "$f" ] || { echo "$0: $f does not exist (run the earlier stages)" >&2; exit 1; }
-done
-if [ -n "$test_sets" ]; then
-  [ -f "$decode_config" ] || { echo "$0: --test-sets needs --decode-config <tuned decode.yaml>" >&2; exit 1; }
-  [ -f "$lang/TLG.fst" ] || [ -f "$lang/bpe.model" ] || { echo "$0: $lang is not a lang dir" >&2; exit 1; }
-fi
 
 . steps/common.sh
-if ! python -m neurosel.bin.prune status $(config_opts) "$model" "$saliency" "$fbank" "$dir"; then
+stage_opts=$(config_opts)
+if ! up_to_date python -m neurosel.bin.prune status $stage_opts "$model" "$saliency" "$fbank" "$dir"; then
   run_step "$cmd JOB=1:$nj" "$dir/log/work.JOB.log" \
-    python -m neurosel.bin.prune work $(config_opts) --job JOB --num-jobs "$nj" "$model" "$saliency" "$fbank" "$dir"
+    python -m neurosel.bin.prune work $stage_opts --job JOB --num-jobs "$nj" "$model" "$saliency" "$fbank" "$dir"
   run_step "$cmd" "$dir/log/merge.log" \
-    python -m neurosel.bin.prune merge $(config_opts) "$model" "$saliency" "$fbank" "$dir"
-  grep -v '^#' "$dir/log/merge.log" | grep -v ' INFO '
+    python -m neurosel.bin.prune merge $stage_opts "$model" "$saliency" "$fbank" "$dir"
 fi
+python -m neurosel.bin.prune table $stage_opts "$model" "$saliency" "$fbank" "$dir"
 [ -n "$test_sets" ] || exit 0
-# one launcher job per share of the systems, each decoding its systems in one process
-run_step "$decode_cmd JOB=1:$nj" "$dir/log/decode.JOB.log" \
-  python -m neurosel.bin.prune decode $(config_opts) --job JOB --num-jobs "$nj" --lang "$lang" \
-    --sets "$test_sets" --decode-config "$decode_config" --decode-root "$decode_root" \
-    "$model" "$saliency" "$fbank" "$dir"
-for decoded in $(python -m neurosel.bin.prune list $(config_opts) --sets "$test_sets" "$model" "$saliency" "$fbank" "$dir"); do
-  printf '%-32s %s\n' "$decoded" "$(cat "$decode_root/$decoded/wer")"
-done
+decode_opts="--sets $test_sets --lang $lang ${decode_config:+--decode-config $decode_config} ${decode_root:+--decode-root $decode_root}"
+if ! up_to_date python -m neurosel.bin.prune status $stage_opts $decode_opts "$model" "$saliency" "$fbank" "$dir"; then
+  # one launcher job per share of the systems, each decoding its systems in one process
+  run_step "$decode_cmd JOB=1:$nj" "$dir/log/decode.JOB.log" \
+    python -m neurosel.bin.prune decode $stage_opts $decode_opts --job JOB --num-jobs "$nj" \
+      "$model" "$saliency" "$fbank" "$dir"
+fi
+python -m neurosel.bin.prune table $stage_opts $decode_opts "$model" "$saliency" "$fbank" "$dir"

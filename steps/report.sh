@@ -17,7 +17,6 @@ Options:
 . utils/parse_options.sh
 [ $# -eq 1 ] || { echo "$help_message" >&2; exit 1; }
 workdir=$1
-[ -d "$workdir/exp/decode" ] || { echo "$0: $workdir/exp/decode does not exist (run stage 4)" >&2; exit 1; }
 
 python -m neurosel.bin.report --recipe "$recipe" --seed "$seed" --command "$command" \
   ${copy_to:+--copy-to "$copy_to"} "$workdir"

@@ -24,18 +24,15 @@ Options:
 . utils/parse_options.sh
 [ $# -eq 4 ] || { echo "$help_message" >&2; exit 1; }
 model=$1 fbank=$2 lang=$3 dir=$4
-for f in "$model" "$fbank/cmvn.npz" "$fbank/cuts_dev.jsonl.gz" "$lang/bpe.model"; do
-  [ -f "$f" ] || { echo "$0: $f does not exist (run the earlier stages)" >&2; exit 1; }
-done
 
 . steps/common.sh
-if python -m neurosel.bin.saliency status $(config_opts) "$model" "$fbank" "$lang" "$dir"; then
-  exit 0
+stage_opts=$(config_opts)
+if ! up_to_date python -m neurosel.bin.saliency status $stage_opts "$model" "$fbank" "$lang" "$dir"; then
+  run_step "$cmd" "$dir/log/taylor.log" \
+    python -m neurosel.bin.saliency taylor $stage_opts "$model" "$fbank" "$lang" "$dir"
+  run_step "$cmd JOB=1:$nj" "$dir/log/work.JOB.log" \
+    python -m neurosel.bin.saliency work $stage_opts --job JOB --num-jobs "$nj" "$model" "$fbank" "$lang" "$dir"
+  run_step "$cmd" "$dir/log/merge.log" \
+    python -m neurosel.bin.saliency merge $stage_opts "$model" "$fbank" "$lang" "$dir"
 fi
-run_step "$cmd" "$dir/log/taylor.log" \
-  python -m neurosel.bin.saliency taylor $(config_opts) "$model" "$fbank" "$lang" "$dir"
-run_step "$cmd JOB=1:$nj" "$dir/log/work.JOB.log" \
-  python -m neurosel.bin.saliency work $(config_opts) --job JOB --num-jobs "$nj" "$model" "$fbank" "$lang" "$dir"
-run_step "$cmd" "$dir/log/merge.log" \
-  python -m neurosel.bin.saliency merge $(config_opts) "$model" "$fbank" "$lang" "$dir"
-sed -n '/^reference set/,$p' "$dir/log/merge.log" | grep -v '^#'
+python -m neurosel.bin.saliency table $stage_opts "$model" "$fbank" "$lang" "$dir"

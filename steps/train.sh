@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stage 3: train the CNN CTC acoustic model on <fbank-dir>/cuts_train (validation on cuts_dev)
-# with the BPE units of <lang-dir>. Resumes from the newest checkpoint in <exp-dir> by itself.
+# with the BPE units of <lang-dir>. Resumes from the newest checkpoint in <exp-dir> by itself. The
+# job checks its inputs before anything else and skips the stage when it is up to date.
 # The trainer writes its own log/train.log; the launcher's log of the job is log/job.log.
 # --num-procs N trains with N processes in the one job (torch.distributed, each with the config's
 # num_threads torch threads), and asks the launcher for N x --num-threads CPUs. Multi-node
@@ -31,9 +32,6 @@ Options:
 . utils/parse_options.sh
 [ $# -eq 3 ] || { echo "$help_message" >&2; exit 1; }
 fbank=$1 lang=$2 dir=$3
-for f in "$fbank/cuts_train.jsonl.gz" "$fbank/cuts_dev.jsonl.gz" "$fbank/cmvn.npz" "$lang/bpe.model"; do
-  [ -f "$f" ] || { echo "$0: $f does not exist (run the earlier stages)" >&2; exit 1; }
-done
 
 . steps/common.sh
 run_step "$cmd --num-threads $((num_threads * ${num_procs:-1}))" "$dir/log/job.log" \

@@ -22,8 +22,8 @@ from neurosel.errors import NeuroselError
 from neurosel.inference import feature_batches
 from neurosel.model import ModelConfig, build_model, load_model, save_model
 from neurosel.recipe.adapt_systems import SYSTEMS, AdaptConfig, close_phase, entropy_step, open_phase, phase_steps
-from neurosel.recipe.adapt_units import (POOLED, StagePaths, Unit, heldout_split, list_units, rates_path, run_tune,
-                                         run_unit, tune_units)
+from neurosel.recipe.adapt_units import StagePaths, Unit, heldout_split, list_units, run_tune, run_unit, tune_units
+from neurosel.recipe.layout import POOLED, rates_path
 from neurosel.recipe.neuron_table import write_neurons_tsv
 from neurosel.recipe.pseudo_labels import (KeptLabels, PseudoCtcDataset, PseudoLabelConfig, PseudoLabels,
                                            pseudo_label_report, read_pseudo_labels, select_pseudo_labels)
@@ -128,8 +128,11 @@ def test_lhuc_leaves_base_weights_untouched_until_folded(stage):
     optimizer = torch.optim.Adam(params, lr=0.05, weight_decay=0.1)
     for _ in range(3):
         train_step(model, batch, params, optimizer)
+    state = model.state_dict()
     for name, before in base.items():
-        assert torch.equal(before, model.state_dict()[name]), f"LHUC moved base weight {name}"
+        module, _, param = name.rpartition(".")  # a consumer's weight is parametrised while LHUC is on
+        now = state.get(name, state.get(f"{module}.parametrizations.{param}.original"))
+        assert now is not None and torch.equal(before, now), f"LHUC moved base weight {name}"
     assert any((p != 0).any() for p in params)
     model.eval()
     with torch.no_grad():
@@ -225,15 +228,16 @@ def test_pending_lists_exactly_the_work_left(stage, tmp_path, capsys):
             "--set", "steps=4", "--set", "max_duration=8.0", "--set", "lr_grid=[1.0e-3]", "--set", "lr_search=system"]
     args = [*sets, "--pseudo-dir", str(root / "exp" / "decode" / "baseline"),
             str(root / "model.pt"), str(root / "lang"), str(root / "fbank"), str(tmp_path / "exp")]
+    plan = tmp_path / "exp" / "adapt" / "log" / "pending.tunes"
 
     def pending() -> str:
         capsys.readouterr()
         assert adapt_cli.main(["pending", "--what", "tunes", *args]) == 0
         return capsys.readouterr().out
 
-    assert pending() == "1\n"
-    assert adapt_cli.main(["tune", "--unit", "1", *args]) == 0
-    assert pending() == ""  # not an empty line: a launcher would count it as one job
+    assert pending() == "1\n" and plan.read_text() == "1\n"
+    assert adapt_cli.main(["tune", "--job", "1", *args]) == 0
+    assert pending() == "0\n" and plan.read_text() == ""  # the launcher gets no job
 
 
 def test_pseudo_label_selection_and_report(stage):
@@ -269,9 +273,7 @@ def test_units_split_and_budget():
 
 
 def test_pending_units_run_as_one_job_per_system_and_seed(tmp_path):
-    import argparse
-
-    from neurosel.bin.adapt import chosen_indices, pending_jobs
+    from neurosel.recipe.adapt_plan import pending_jobs, planned_indices, write_plan
 
     units = list_units(AdaptConfig(systems=["adapt_all", "adapt_lhuc"], pooled_systems=["adapt_all"], num_seeds=2),
                        ["noise", "telephone"], seed=7)
@@ -280,19 +282,14 @@ def test_pending_units_run_as_one_job_per_system_and_seed(tmp_path):
     jobs = pending_jobs(units, todo)
     assert jobs == [[1, 2], [4], [7], [9], [10]]
     listing = tmp_path / "pending.units"
-    listing.write_text("".join(" ".join(map(str, job)) + "\n" for job in jobs))
-    args = argparse.Namespace(unit=1, units_from=listing)
-    assert chosen_indices(args, len(units)) == [0, 1]
-    args.unit = 5
-    assert [units[i] for i in chosen_indices(args, len(units))] == [Unit("adapt_all", 8, POOLED)]
-    args.unit = 6
+    assert write_plan(listing, jobs) == 5
+    assert planned_indices(listing, 1, len(units)) == [0, 1]
+    assert [units[i] for i in planned_indices(listing, 5, len(units))] == [Unit("adapt_all", 8, POOLED)]
     with pytest.raises(NeuroselError, match="has 5 lines, no line 6"):
-        chosen_indices(args, len(units))
+        planned_indices(listing, 6, len(units))
     listing.write_text("1 2\n11\n")
-    args.unit = 2
     with pytest.raises(NeuroselError, match="unit 11 is not in 1..10"):
-        chosen_indices(args, len(units))
-    assert chosen_indices(argparse.Namespace(unit=3, units_from=None), len(units)) == [2]
+        planned_indices(listing, 2, len(units))
     assert pending_jobs(units, [False] * len(units)) == []
 
 

@@ -18,6 +18,7 @@ from neurosel.io import torch_load
 from neurosel.model import load_model
 from neurosel.prune import fc_widths, mask_neurons
 from neurosel.recipe.neuron_table import read_neurons_tsv
+from neurosel.stage import STALE
 from neurosel.recipe.prune_stage import PruneStageConfig, build_system, choose_reference, plan_systems
 from neurosel.train.data import load_cmvn
 
@@ -140,4 +141,4 @@ def test_a_fully_selected_layer_keeps_one_neuron(saliency_run, tmp_path):  # noq
 
 def test_status_skips_when_up_to_date(saliency_run, prune_dir):  # noqa: F811
     assert prune_cli.main(cli_args(saliency_run, prune_dir, "status")) == 0
-    assert prune_cli.main(cli_args(saliency_run, prune_dir, "status", "--set", "random_seeds=[4]")) == 1
+    assert prune_cli.main(cli_args(saliency_run, prune_dir, "status", "--set", "random_seeds=[4]")) == STALE

@@ -19,6 +19,7 @@ from neurosel.recipe.neuron_table import FIXED_COLUMNS, read_neurons_tsv
 from neurosel.recipe.saliency_stage import reference_sets
 from neurosel.report.markdown import selection_note
 from neurosel.saliency.stats import load_stats
+from neurosel.stage import STALE
 from neurosel.train.data import load_bpe
 
 # fast settings: a few Taylor utterances, and percentile classes so an untrained model has some
@@ -122,7 +123,7 @@ def test_overlap_compares_dev_with_each_ood_selection(saliency_run):
 
 def test_status_skips_when_up_to_date_and_not_after_a_config_change(saliency_run):
     assert saliency_cli.main(cli_args(saliency_run, "status")) == 0
-    assert saliency_cli.main(cli_args(saliency_run, "status", "--set", "seed=5")) == 1
+    assert saliency_cli.main(cli_args(saliency_run, "status", "--set", "seed=5")) == STALE
     before = (saliency_run.out / "dev" / "neurons.tsv").stat().st_mtime_ns
     assert saliency_cli.main(cli_args(saliency_run, "work")) == 0  # up to date: nothing rewritten
     assert (saliency_run.out / "dev" / "neurons.tsv").stat().st_mtime_ns == before

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,8 @@ from neurosel.bin import prepare_lang as lang_cli
 from neurosel.bin import prune as prune_cli
 from neurosel.bin import saliency as saliency_cli
 from neurosel.bin import train as train_cli
-from neurosel.stage import fingerprint, run_once
+from neurosel.cli import run_main
+from neurosel.stage import STALE, UP_TO_DATE, fingerprint, run_once
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "egs" / "synth" / "conf"
@@ -221,3 +223,59 @@ def test_a_manifest_written_again_has_the_same_bytes(tmp_path: Path) -> None:
     assert written[0] == written[1]
     assert [c.id for c in CutSet.from_file(path)] == ["u0", "u1", "u2"]
     assert gzip.decompress(written[0]).count(b"\n") == 3
+
+
+def status_code(main, argv: list[str]) -> int:
+    """The exit code of a stage command line, as the shell sees it (``run_main`` turns a
+    ``NeuroselError`` into exit 1)."""
+    with pytest.raises(SystemExit) as e:
+        run_main(main, argv)
+    return e.value.code
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_status_exit_codes_tell_up_to_date_stale_and_error_apart(recipe: Recipe) -> None:
+    e, fbank, lang = recipe.exp, str(recipe.data / "fbank"), str(recipe.data / "lang")
+    commands = {  # stage -> (main, its arguments after the config flags)
+        "features": (features_cli.main, [str(recipe.data), fbank]),
+        "saliency": (saliency_cli.main, [str(recipe.model), fbank, lang, str(e / "saliency")]),
+        "prune": (prune_cli.main, [str(recipe.model), str(e / "saliency"), fbank, str(e / "prune")]),
+        "adapt": (adapt_cli.main, ["--seed", str(recipe.seed), "--decode-config", str(recipe.tuned),
+                                   str(recipe.model), lang, fbank, str(e)]),
+    }
+    changes = {"features": "num_mel_bins=40", "saliency": "taylor_utterances=50", "prune": "speed_repeats=2",
+               "adapt": "steps=9"}
+    for stage, (main, args) in commands.items():
+        assert status_code(main, ["status", *recipe.conf(stage, {}), *args]) == UP_TO_DATE, stage
+        assert status_code(main, ["status", *recipe.conf(stage, {stage: [changes[stage]]}), *args]) == STALE, stage
+        assert status_code(main, ["status", *recipe.conf(stage, {stage: ["no_such_key=1"]}), *args]) == 1, stage
+    decode = ["--sets", ",".join(["dev", *recipe.tests]), str(recipe.model), lang, fbank]
+    assert status_code(decode_cli.main, ["status", "--config", str(recipe.tuned), *decode,
+                                         str(e / "decode" / "baseline")]) == UP_TO_DATE
+    assert status_code(decode_cli.main, ["status", "--config", str(recipe.tuned), "--set", "beam=3", *decode,
+                                         str(e / "decode" / "baseline")]) == STALE
+    assert status_code(decode_cli.main, ["status", "--config", str(recipe.tuned), "--set", "method=beam", *decode,
+                                         str(e / "decode" / "baseline")]) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.parametrize("step", ["make_fbank", "decode", "saliency", "prune", "adapt"])
+def test_a_step_with_a_broken_config_stops_before_launching_jobs(recipe: Recipe, step: str, tmp_path: Path) -> None:
+    d, e, out = recipe.data, recipe.exp, tmp_path / "out"
+    model = str(recipe.model)
+    args = {
+        "make_fbank": [str(d), str(out)],
+        "decode": ["--sets", "dev", model, str(d / "fbank"), str(d / "lang"), str(out)],
+        "saliency": [model, str(d / "fbank"), str(d / "lang"), str(out)],
+        "prune": [model, str(d / "fbank"), str(d / "lang"), str(e / "saliency"), str(out)],
+        "adapt": ["--decode-config", str(recipe.tuned), "--pseudo-dir", str(e / "decode" / "baseline"),
+                  "--saliency-dir", str(e / "saliency"), model, str(d / "fbank"), str(d / "lang"), str(out)],
+    }[step]
+    env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
+    r = subprocess.run([f"steps/{step}.sh", "--overrides", "no_such_key=1", *args], cwd=ROOT, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "no_such_key" in r.stderr and "no job launched" in r.stderr, r.stderr[-2000:]
+    assert not list(tmp_path.glob("**/*.log")), "a job was launched"

@@ -5,7 +5,9 @@
 ``python -m neurosel.bin.features merge [cfg] --num-jobs N <data-dir> <fbank-dir>``
     one ``cuts_<split>.jsonl.gz`` per split, ``cmvn.npz``, the ``.done`` marker
 ``python -m neurosel.bin.features status [cfg] <data-dir> <fbank-dir>``
-    exit 0 if up to date, 1 otherwise
+    exit 0 if up to date, 3 if not, 1 on an error
+``python -m neurosel.bin.features list   [cfg] <data-dir> <fbank-dir>``
+    print the splits, one per line
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from pathlib import Path
 from neurosel import config as C
 from neurosel.cli import config_args, run_main, show_progress
 from neurosel.data.features import FeatureConfig, compute_job, merge_jobs, split_names
-from neurosel.stage import clear, fingerprint, mark_done, status
+from neurosel.recipe import layout
+from neurosel.stage import clear, fingerprint, mark_done, status, status_code
 
 log = logging.getLogger("neurosel.features")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="features", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["compute", "merge", "status"])
+    parser.add_argument("action", choices=["compute", "merge", "status", "list"])
     config_args(parser)
     parser.add_argument("--job", type=int, default=1)
     parser.add_argument("--num-jobs", type=int, default=1)
@@ -35,15 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = C.resolve(FeatureConfig, args.config, args.overlay, "features", args.overrides)
     manifests = args.data_dir / "manifests"
     names = split_names(manifests)
-    digest = fingerprint(C.to_dict(cfg), [manifests / f"cuts_{n}.jsonl.gz" for n in names])
+    digest = fingerprint(C.to_dict(cfg), [layout.cuts_path(manifests, n) for n in names])
 
     if args.action == "status":
-        state = status(args.fbank_dir, digest)
-        if state == "done" and not args.force:
-            log.info("stage 1 (features): up to date in %s, skipping (use --force to redo)", args.fbank_dir)
-            return 0
-        log.info("stage 1 (features): %s", "running" if state == "new" else "config or inputs changed, redoing")
-        return 1
+        stale = [] if status(args.fbank_dir, digest) == "done" else names
+        return status_code("stage 1 (features)", args.fbank_dir, stale, args.force)
+    if args.action == "list":
+        print("\n".join(names))
+        return 0
     tag = digest[:12]  # the storage of a redo gets new names: earlier manifests stay readable
     if args.action == "compute":
         clear(args.fbank_dir)

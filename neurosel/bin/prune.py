@@ -7,8 +7,12 @@
     job J of N: build every N-th system -> ``<prune-dir>/<system>/{model.pt,removed.tsv,prune.json}``
 ``python -m neurosel.bin.prune merge  [cfg] <model.pt> <saliency-dir> <fbank> <prune-dir>``
     ``<prune-dir>/summary.tsv`` and ``reference.json``; prints the summary table
-``python -m neurosel.bin.prune status [cfg] <model.pt> <saliency-dir> <fbank> <prune-dir>``
-    exit 0 if every system is built and up to date, 1 otherwise
+``python -m neurosel.bin.prune status [cfg] [--sets a,b --lang L --decode-config Y [--decode-root R]] ...``
+    exit 0 if every system is built and up to date, 3 if not, 1 on an error; with ``--sets``, the
+    same for the systems' decodes
+``python -m neurosel.bin.prune table  [cfg] [--sets a,b --decode-root R] <model.pt> <saliency-dir> <fbank> <prune-dir>``
+    print the summary table (reference set, removed neurons, parameters, speed-up per system);
+    with ``--sets``, the WER of each system's decodes instead
 ``python -m neurosel.bin.prune decode [cfg] --job J --num-jobs N --lang L --sets a,b --decode-config Y [--decode-root R] ...``
     job J of N: decode every N-th system's ``model.pt`` on the sets into ``R/<system>/<set>/``
     (default R: ``<prune-dir>/../decode``) with the baseline's tuned decode config Y, in this one
@@ -27,42 +31,47 @@ from pathlib import Path
 import torch
 
 from neurosel import config as C
-from neurosel.bin import decode as decode_cli
 from neurosel.cli import config_args, job_args, run_main
-from neurosel.decode.run import load_cuts
+from neurosel.decode import stage as decode_stage
+from neurosel.decode.run import DecodeStageConfig, load_cuts
 from neurosel.errors import NeuroselError
 from neurosel.inference import feature_batches
 from neurosel.io import write_json, write_text
+from neurosel.recipe import layout
 from neurosel.recipe.neuron_table import read_neurons_tsv
 from neurosel.recipe.prune_stage import (SUMMARY_HEADER, PruneStageConfig, SystemPlan, build_system, choose_reference,
                                          decode_sets, format_rows, plan_systems, summary_rows)
-from neurosel.stage import fingerprint, run_once, status
+from neurosel.stage import fingerprint, require, run_once, status, status_code
 from neurosel.train.data import load_cmvn
 
 log = logging.getLogger("neurosel.prune")
 
 
-def decode_system(model: Path, lang: Path, fbank: Path, decode_dir: Path, sets: str, decode_config: Path,
-                  force: bool) -> None:
-    """Decode one system's ``model`` on ``sets`` into ``decode_dir/<set>/`` (as one decode job of
-    one), unless every set is up to date."""
-    common = ["--config", str(decode_config), "--sets", sets]
-    paths = [str(model), str(lang), str(fbank), str(decode_dir)]
-    if not force and decode_cli.main(["status", *common, *paths]) == 0:
-        return
-    decode_cli.main(["decode", *common, "--job", "1", "--num-jobs", "1", *paths])
-    decode_cli.main(["merge", *common, "--num-jobs", "1", *paths])
+def summary(prune_dir: Path, plans: list[SystemPlan], reference: tuple[str, str]) -> str:
+    """The reference set and the summary table of the built systems."""
+    return f"reference set: {reference[0]} ({reference[1]})\n" + format_rows(SUMMARY_HEADER,
+                                                                               summary_rows(prune_dir, plans))
+
+
+def decode_config(args: argparse.Namespace) -> DecodeStageConfig:
+    """The baseline's tuned decode config, after checking what decoding the systems needs."""
+    if args.lang is None or args.decode_config is None or not args.sets:
+        raise NeuroselError(f"action {args.action} with decodes needs --lang, --sets and --decode-config")
+    require([args.decode_config, layout.bpe_model(args.lang)])
+    return decode_stage.load_decode_config(args.decode_config)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prune", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["list", "work", "merge", "status", "decode"])
+    parser.add_argument("action", choices=["list", "work", "merge", "status", "decode", "table"])
     config_args(parser)
     job_args(parser)
-    parser.add_argument("--lang", type=Path, help="lang dir (action decode)")
-    parser.add_argument("--sets", default="", help="comma-separated sets to decode (actions decode, list)")
-    parser.add_argument("--decode-config", type=Path, help="the baseline's tuned decode.yaml (action decode)")
-    parser.add_argument("--decode-root", type=Path, help="default <prune-dir>/../decode (action decode)")
+    parser.add_argument("--lang", type=Path, help="lang dir (action decode, status of the decodes)")
+    parser.add_argument("--sets", default="", help="comma-separated sets to decode (actions decode, list, status, "
+                        "table: of the decodes)")
+    parser.add_argument("--decode-config", type=Path, help="the baseline's tuned decode.yaml (action decode, status "
+                        "of the decodes)")
+    parser.add_argument("--decode-root", type=Path, help="default <prune-dir>/../decode")
     parser.add_argument("model", type=Path, help="baseline model.pt")
     parser.add_argument("saliency_dir", type=Path, help="stage 5 output: <ref>/neurons.tsv")
     parser.add_argument("fbank", type=Path, help="stage 1 output (cuts of the speed-test set, cmvn.npz)")
@@ -74,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     table_path = args.saliency_dir / reference[0] / "neurons.tsv"
     table = read_neurons_tsv(table_path)
     plans = plan_systems(cfg, list(table.scores))
-    inputs = [args.model, table_path, args.fbank / f"cuts_{cfg.speed_set}.jsonl.gz", args.fbank / "cmvn.npz"]
+    inputs = [args.model, table_path, layout.cuts_path(args.fbank, cfg.speed_set), layout.cmvn_path(args.fbank)]
+    decode_root = args.decode_root or layout.decode_root(args.prune_dir.parent)
 
     def digest_config(plan: SystemPlan) -> dict:
         return {"prune": C.to_dict(cfg), "system": dataclasses.asdict(plan), "reference": reference[0]}
@@ -84,23 +94,33 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(f"{p.name}/{s}" for p in plans for s in decode_sets(p, sets)) if sets
               else "\n".join(p.name for p in plans))
         return 0
+    if args.action == "status" and args.sets:
+        decode_cfg = decode_config(args)
+        todo = [f"{plan.name}/{name}" for plan in plans
+                for name in decode_stage.stale_sets(decode_cfg, args.prune_dir / plan.name / "model.pt", args.lang,
+                                                    args.fbank, decode_root / plan.name,
+                                                    decode_sets(plan, args.sets.split(",")))]
+        return status_code("decodes of the pruned systems", decode_root, todo, args.force)
     if args.action == "status":
+        require(inputs)
         stale = [p.name for p in plans
                  if status(args.prune_dir / p.name, fingerprint(digest_config(p), inputs)) != "done"]
-        if stale or args.force:
-            log.info("to build: %d of %d systems", len(stale) if not args.force else len(plans), len(plans))
-            return 1
-        log.info("%s: every system up to date (reference set %s), skipping", args.prune_dir, reference[0])
+        return status_code(f"prune (reference set {reference[0]})", args.prune_dir, stale, args.force)
+    if args.action == "table":
+        if not args.sets:
+            print(summary(args.prune_dir, plans, reference))
+            return 0
+        for plan in plans:
+            for name in decode_sets(plan, args.sets.split(",")):
+                print(f"{plan.name + '/' + name:<32} {decode_stage.wer_line(decode_root / plan.name / name)}")
         return 0
     if args.action == "decode":
-        if args.lang is None or args.decode_config is None or not args.sets:
-            raise NeuroselError("action decode needs --lang, --sets and --decode-config")
+        decode_cfg = decode_config(args)
         if not 1 <= args.job <= args.num_jobs:
             raise NeuroselError(f"job {args.job} is not in 1..{args.num_jobs}")
-        decode_root = args.decode_root or args.prune_dir.parent / "decode"
         for plan in plans[args.job - 1::args.num_jobs]:
-            decode_system(args.prune_dir / plan.name / "model.pt", args.lang, args.fbank, decode_root / plan.name,
-                          ",".join(decode_sets(plan, args.sets.split(","))), args.decode_config, args.force)
+            decode_stage.decode_here(decode_cfg, args.prune_dir / plan.name / "model.pt", args.lang, args.fbank,
+                                     decode_root / plan.name, decode_sets(plan, args.sets.split(",")), args.force)
         return 0
     if args.action == "work":
         if not 1 <= args.job <= args.num_jobs:
@@ -108,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("reference set %s (%s)", *reference)
         cuts = load_cuts(args.fbank, cfg.speed_set)
         cuts = cuts.subset(cut_ids=sorted(cuts.ids)[:cfg.speed_utterances])
-        batches = list(feature_batches(cuts, load_cmvn(args.fbank / "cmvn.npz"), cfg.max_duration))
+        batches = list(feature_batches(cuts, load_cmvn(layout.cmvn_path(args.fbank)), cfg.max_duration))
         for plan in plans[args.job - 1::args.num_jobs]:
             out = args.prune_dir / plan.name
             run_once(f"prune {plan.name}", out, digest_config(plan), inputs,
@@ -120,8 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.prune_dir / "reference.json", {"reference_set": reference[0], "why": reference[1],
                                                     "systems": [p.name for p in plans]})
     C.save(cfg, args.prune_dir / "config.yaml")
-    print(f"reference set: {reference[0]} ({reference[1]})")
-    print(format_rows(SUMMARY_HEADER, rows))
     return 0
 
 

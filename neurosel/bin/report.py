@@ -3,6 +3,7 @@
 Collects every scored decode dir under ``<work-dir>/exp/decode`` with the saliency and pruning
 outputs into ``exp/results.json``, ``exp/RESULTS.md`` and ``exp/plots/``; ``--copy-to`` also
 writes the tables (and the plots beside them) to a tracked file such as ``egs/synth/RESULTS.md``.
+Prints the findings (RESULTS.md's "What the data say") to stdout.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("workdir", type=Path)
     args = parser.parse_args(argv)
     repo = Path(__file__).resolve().parents[2]
-    doc = build_report(args.workdir, args.recipe, args.seed, args.command, repo, args.copy_to)
+    doc, findings = build_report(args.workdir, args.recipe, args.seed, args.command, repo, args.copy_to)
+    print("\n".join(f"- {line}" for line in findings))
     log.info("%d systems on %d test sets -> %s", len(doc["systems"]), len(doc["test_sets"]),
              args.workdir / "exp" / "RESULTS.md")
     return 0

@@ -5,9 +5,13 @@
 ``python -m neurosel.bin.saliency work   [cfg] --job J --num-jobs N <model.pt> <fbank> <lang> <saliency-dir>``
     job J of N: every N-th reference set (dev, ood_adapt_*) -> ``<saliency-dir>/<ref>/``
 ``python -m neurosel.bin.saliency merge  [cfg] <model.pt> <fbank> <lang> <saliency-dir>``
-    ``pooled`` from the ood_adapt_* statistics, ``overlap.json``/``overlap.tsv``, a summary table
+    ``pooled`` from the ood_adapt_* statistics, ``overlap.json``/``overlap.tsv``
 ``python -m neurosel.bin.saliency status [cfg] <model.pt> <fbank> <lang> <saliency-dir>``
-    exit 0 if every output is up to date, 1 otherwise
+    exit 0 if every output is up to date, 3 if not, 1 on an error
+``python -m neurosel.bin.saliency list   [cfg] <model.pt> <fbank> <lang> <saliency-dir>``
+    print the reference sets, one per line
+``python -m neurosel.bin.saliency table  [cfg] <model.pt> <fbank> <lang> <saliency-dir>``
+    print the hyper/hypo counts per reference set and the criteria study
 
 Every output folder gets a ``.done`` marker (hash of the resolved config and the input files), so
 each step skips work that is up to date.
@@ -26,10 +30,12 @@ from neurosel.cli import config_args, job_args, run_main
 from neurosel.decode.run import load_cuts
 from neurosel.errors import NeuroselError
 from neurosel.model import load_model
-from neurosel.recipe.saliency_stage import (POOLED, SaliencyStageConfig, analyse_reference, pooled_stats,
-                                            reference_sets, reference_stats, summary_table, taylor_stats, write_overlap)
+from neurosel.recipe import layout
+from neurosel.recipe.layout import DEV, POOLED
+from neurosel.recipe.saliency_stage import (SaliencyStageConfig, analyse_reference, pooled_stats, reference_sets,
+                                            reference_stats, summary_table, taylor_stats, write_overlap)
 from neurosel.saliency.taylor import load_taylor, save_taylor
-from neurosel.stage import fingerprint, run_once, status
+from neurosel.stage import fingerprint, require, run_once, status, status_code
 from neurosel.train.data import CtcDataset, load_bpe, load_cmvn
 
 log = logging.getLogger("neurosel.saliency")
@@ -52,15 +58,15 @@ class Paths:
         c = self.cfg
         config = {"taylor": C.to_dict(c.taylor), "set": c.taylor_set, "utterances": c.taylor_utterances,
                   "max_duration": c.taylor_max_duration, "seed": c.seed}
-        return config, [self.model, self.fbank / f"cuts_{c.taylor_set}.jsonl.gz", self.fbank / "cmvn.npz",
-                        self.lang / "bpe.model"]
+        return config, [self.model, layout.cuts_path(self.fbank, c.taylor_set), layout.cmvn_path(self.fbank),
+                        layout.bpe_model(self.lang)]
 
     def ref_job(self, ref: str) -> tuple[dict, list[Path]]:
-        inputs = [self.model, self.fbank / "cmvn.npz"] + ([self.taylor] if self.cfg.needs_taylor() else [])
+        inputs = [self.model, layout.cmvn_path(self.fbank)] + ([self.taylor] if self.cfg.needs_taylor() else [])
         if ref == POOLED:
-            inputs += [self.out / r / "stats.pt" for r in self.refs if r.startswith("ood_adapt_")]
+            inputs += [self.out / r / "stats.pt" for r in self.refs if layout.is_adapt_set(r)]
         else:
-            inputs.append(self.fbank / f"cuts_{ref}.jsonl.gz")
+            inputs.append(layout.cuts_path(self.fbank, ref))
         return {"saliency": C.to_dict(self.cfg), "reference_set": ref}, inputs
 
     def all_refs(self) -> list[str]:
@@ -69,7 +75,7 @@ class Paths:
     def overlap_job(self) -> tuple[dict, list[Path]]:
         return {"overlap": self.all_refs()}, [self.out / r / "neurons.tsv" for r in self.all_refs()]
 
-    def up_to_date(self) -> list[str]:
+    def stale(self) -> list[str]:
         """Names of the outputs that are not up to date."""
         jobs = [("taylor", self.taylor_dir, self.taylor_job())] if self.cfg.needs_taylor() else []
         jobs += [(r, self.out / r, self.ref_job(r)) for r in self.all_refs()]
@@ -85,7 +91,7 @@ def _taylor(paths: Paths, force: bool) -> None:
 
     def work() -> None:
         model, _ = load_model(paths.model)
-        dataset = CtcDataset(load_bpe(paths.lang), load_cmvn(paths.fbank / "cmvn.npz"))
+        dataset = CtcDataset(load_bpe(paths.lang), load_cmvn(layout.cmvn_path(paths.fbank)))
         stats = taylor_stats(model, load_cuts(paths.fbank, cfg.taylor_set), dataset, cfg)
         log.info("Taylor statistics over %d frames of %s", stats.count, cfg.taylor_set)
         save_taylor(stats, paths.taylor)
@@ -101,7 +107,7 @@ def _reference(paths: Paths, ref: str, force: bool) -> None:
         if ref == POOLED:
             stats = pooled_stats(paths.out, paths.refs)
         else:
-            stats = reference_stats(model, load_cuts(paths.fbank, ref), load_cmvn(paths.fbank / "cmvn.npz"),
+            stats = reference_stats(model, load_cuts(paths.fbank, ref), load_cmvn(layout.cmvn_path(paths.fbank)),
                                     paths.cfg)
         analyse_reference(ref, model, stats, taylor, paths.cfg, paths.out / ref)
 
@@ -113,7 +119,7 @@ def _reference(paths: Paths, ref: str, force: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="saliency", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["taylor", "work", "merge", "status"])
+    parser.add_argument("action", choices=["taylor", "work", "merge", "status", "list", "table"])
     config_args(parser)
     job_args(parser)
     parser.add_argument("model", type=Path, help="baseline model.pt")
@@ -126,11 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     paths = Paths(args, cfg)
 
     if args.action == "status":
-        stale = paths.up_to_date()
-        if stale or args.force:
-            log.info("to do: %s", ", ".join(stale or ["everything (--force)"]))
-            return 1
-        log.info("%s: up to date, skipping", paths.out)
+        require([paths.model, layout.cmvn_path(paths.fbank), layout.cuts_path(paths.fbank, DEV),
+                 layout.bpe_model(paths.lang)])
+        return status_code("saliency", paths.out, paths.stale(), args.force)
+    if args.action == "list":
+        print("\n".join(paths.all_refs()))
+        return 0
+    if args.action == "table":
+        print(summary_table(paths.out, paths.all_refs()))
         return 0
     if args.action == "taylor":
         _taylor(paths, args.force)
@@ -146,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     config, inputs = paths.overlap_job()
     run_once("selection overlap", paths.out, config, inputs,
              lambda: write_overlap(paths.out, paths.all_refs()), force=args.force)
-    print(summary_table(paths.out, paths.all_refs()))
     return 0
 
 

@@ -24,6 +24,7 @@ from neurosel import config as C
 from neurosel.cli import config_args, run_main, show_progress
 from neurosel.errors import NeuroselError
 from neurosel.lang.bpe import load_bpe, unknown_characters
+from neurosel.recipe import layout
 from neurosel.stage import clear, fingerprint, mark_done, status
 from neurosel.train import TrainConfig, train
 from neurosel.train.checkpoint import list_checkpoints
@@ -71,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = (args.overrides + ([f"seed={args.seed}"] if args.seed is not None else [])
                  + ([f"num_procs={args.num_procs}"] if args.num_procs is not None else []))
     cfg = C.resolve(TrainConfig, args.config, args.overlay, "train", overrides)
-    inputs = [args.fbank_dir / "cuts_train.jsonl.gz", args.fbank_dir / "cuts_dev.jsonl.gz",
-              args.fbank_dir / "cmvn.npz", args.lang_dir / "bpe.model"]
+    inputs = [layout.cuts_path(args.fbank_dir, layout.TRAIN), layout.cuts_path(args.fbank_dir, layout.DEV),
+              layout.cmvn_path(args.fbank_dir), layout.bpe_model(args.lang_dir)]
     for path in inputs:
         if not path.is_file():
             raise NeuroselError(f"{path}: no such file (run the earlier stages first)")
@@ -97,7 +98,7 @@ def run_stage(args: argparse.Namespace, cfg: TrainConfig, inputs: list[Path], gr
     if state == "done" and not args.force:
         log.info("stage 3 (train): up to date in %s, skipping (use --force to redo)", args.exp_dir)
         return 0
-    check_transcripts(inputs[:2], args.lang_dir / "bpe.model")  # before anything of a finished run goes
+    check_transcripts(inputs[:2], layout.bpe_model(args.lang_dir))  # before anything of a finished run goes
     if group.is_main:
         if state == "stale" or args.force:
             # a finished model of another config: its checkpoints cannot be resumed, start afresh.

@@ -45,7 +45,9 @@ from neurosel.errors import NeuroselError
 from neurosel.fc import FcSpec
 from neurosel.io import write_json
 from neurosel.model import load_model, save_model
+from neurosel.recipe import layout
 from neurosel.recipe.adapt_systems import ORACLE, AdaptConfig, AdaptData, adapt_system
+from neurosel.recipe.layout import POOLED
 from neurosel.recipe.neuron_table import read_neurons_tsv
 from neurosel.recipe.pseudo_labels import (PseudoCtcDataset, merge_pseudo_labels, pseudo_label_report,
                                            read_pseudo_labels, select_pseudo_labels)
@@ -55,7 +57,6 @@ from neurosel.train.data import load_bpe, load_cmvn, make_sampler
 
 log = logging.getLogger("neurosel.adapt")
 
-POOLED = "pooled"
 NEURON_SYSTEMS = ("adapt_selective", "adapt_selective_full", "adapt_random_full")
 
 
@@ -83,33 +84,27 @@ class Unit:
     @property
     def name(self) -> str:
         """The system dir name: ``<system>.s<seed>`` or ``<system>_pooled.s<seed>``."""
-        pooled = "_pooled" if self.condition == POOLED else ""
-        return f"{self.system}{pooled}.s{self.seed}"
+        return layout.system_id(self.system, self.seed, pooled=self.condition == POOLED)
 
     def model_dir(self, adapt_root: Path) -> Path:
         """``exp/adapt/<name>/adapted_<c>`` or ``exp/adapt/<name>`` for a pooled unit."""
-        return adapt_root / self.name if self.condition == POOLED else adapt_root / self.name / f"adapted_{self.condition}"
+        return self._dir(adapt_root)
 
     def decode_dir(self, decode_root: Path) -> Path:
         """``exp/decode/<name>/adapted_<c>`` or ``exp/decode/<name>`` for a pooled unit."""
-        return decode_root / self.name if self.condition == POOLED else decode_root / self.name / f"adapted_{self.condition}"
+        return self._dir(decode_root)
+
+    def _dir(self, root: Path) -> Path:
+        return root / self.name if self.condition == POOLED else root / self.name / layout.adapted_name(self.condition)
 
     def adapt_sets(self, conditions: list[str]) -> list[str]:
         """The adaptation sets it trains on."""
-        return [f"ood_adapt_{c}" for c in (conditions if self.condition == POOLED else [self.condition])]
+        return [layout.adapt_set(c) for c in (conditions if self.condition == POOLED else [self.condition])]
 
     def test_sets(self, conditions: list[str]) -> list[str]:
         """The sets its model is decoded on: its condition's (or every) ``ood_<c>``, then ``test``."""
-        return [f"ood_{c}" for c in (conditions if self.condition == POOLED else [self.condition])] + ["test"]
-
-
-def find_conditions(fbank_dir: Path) -> list[str]:
-    """The OOD conditions of a recipe, from its ``cuts_ood_adapt_<c>.jsonl.gz`` files (sorted)."""
-    conditions = sorted(p.name[len("cuts_ood_adapt_"):-len(".jsonl.gz")]
-                        for p in Path(fbank_dir).glob("cuts_ood_adapt_*.jsonl.gz"))
-    if not conditions:
-        raise NeuroselError(f"{fbank_dir}: no cuts_ood_adapt_<condition>.jsonl.gz (nothing to adapt to)")
-    return conditions
+        conds = conditions if self.condition == POOLED else [self.condition]
+        return [layout.ood_set(c) for c in conds] + [layout.TEST]
 
 
 def list_units(cfg: AdaptConfig, conditions: list[str], seed: int) -> list[Unit]:
@@ -123,7 +118,7 @@ def saliency_reference(unit: Unit, cfg: AdaptConfig) -> str:
     """The reference set whose ``neurons.tsv`` gives a unit's hyper/hypo neurons."""
     if cfg.neurons_from != "condition":
         return cfg.neurons_from
-    return POOLED if unit.condition == POOLED else f"ood_adapt_{unit.condition}"
+    return POOLED if unit.condition == POOLED else layout.adapt_set(unit.condition)
 
 
 def load_neurons(path: Path, widths: list[int], classes: list[str]) -> dict[int, torch.Tensor]:
@@ -192,17 +187,12 @@ def tune_units(cfg: AdaptConfig, seed: int) -> list[Unit]:
     return [Unit(s, seed, POOLED) for s in dict.fromkeys(cfg.systems + cfg.pooled_systems)]
 
 
-def rates_path(adapt_root: Path, system: str) -> Path:
-    """``exp/adapt/lr/<system>/rates.json``: the learning rates chosen for ``system``."""
-    return adapt_root / "lr" / system / "rates.json"
-
-
 def unit_inputs(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[str]) -> list[Path]:
     """The files a unit's result depends on (for its ``.done`` marker)."""
     sets = unit.adapt_sets(conditions)
-    inputs = [paths.model, paths.fbank / "cmvn.npz"] + [paths.fbank / f"cuts_{s}.jsonl.gz" for s in sets]
+    inputs = [paths.model, layout.cmvn_path(paths.fbank)] + [layout.cuts_path(paths.fbank, s) for s in sets]
     if unit.system == ORACLE:
-        inputs.append(paths.lang / "bpe.model")
+        inputs.append(layout.bpe_model(paths.lang))
     else:
         inputs += [paths.pseudo / s / name for s in sets for name in ("tokens.txt", "confidence.txt")]
     if unit.system in NEURON_SYSTEMS:
@@ -220,14 +210,14 @@ def unit_config(unit: Unit, cfg: AdaptConfig) -> dict:
 def marker_inputs(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[str]) -> list[Path]:
     """The inputs of a unit's marker: ``unit_inputs`` and, with ``lr_search: system``, its
     system's ``rates.json``."""
-    extra = [rates_path(paths.adapt, unit.system)] if cfg.lr_search == "system" else []
+    extra = [layout.rates_path(paths.adapt, unit.system)] if cfg.lr_search == "system" else []
     return unit_inputs(unit, paths, cfg, conditions) + extra
 
 
 def run_tune(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[str], force: bool = False) -> bool:
     """Choose the learning rates of ``unit.system`` (a unit of ``tune_units``) and write them to
-    ``rates_path``, unless up to date. Returns True when it ran."""
-    out = rates_path(paths.adapt, unit.system).parent
+    ``layout.rates_path``, unless up to date. Returns True when it ran."""
+    out = layout.rates_path(paths.adapt, unit.system).parent
     return run_once(f"choose the learning rates of {unit.system}", out, unit_config(unit, cfg),
                     unit_inputs(unit, paths, cfg, conditions), lambda: tune_unit(unit, paths, cfg, conditions),
                     force=force)
@@ -286,7 +276,7 @@ def unit_data(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[
                  sum(int(v.numel()) for v in neurons.values()), tsv,
                  {str(k): int(v.numel()) for k, v in neurons.items()})
     train_ids, heldout_ids = heldout_split(sorted(tokens), cfg.heldout_fraction)
-    data = make_data(cuts, PseudoCtcDataset(tokens, load_cmvn(paths.fbank / "cmvn.npz"), weights),
+    data = make_data(cuts, PseudoCtcDataset(tokens, load_cmvn(layout.cmvn_path(paths.fbank)), weights),
                      train_ids, heldout_ids, cfg.max_duration)
     return UnitData(model, spec, neurons, data, sets, report, len(train_ids), len(heldout_ids))
 
@@ -315,7 +305,7 @@ def tune_unit(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[
     _, record = adapt_system(d.model, d.spec, unit.system, d.neurons, d.data, unit.seed, cfg)
     phases = [{k: p.get(k) for k in ("moves", "steps", "lr", "heldout_loss_by_lr", "skipped") if k in p}
               for p in record["phases"]]
-    write_json(rates_path(paths.adapt, unit.system),
+    write_json(layout.rates_path(paths.adapt, unit.system),
                {"system": unit.system, "seed": unit.seed, "adaptation_sets": d.sets,
                 "rates": [p.get("lr") for p in record["phases"]], "phases": phases,
                 "seconds": round(time.perf_counter() - start, 2)})
@@ -326,7 +316,7 @@ def tune_unit(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[
 def adapt_unit(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[str]) -> None:
     """The work of ``run_unit`` (no up-to-date check)."""
     start = time.perf_counter()
-    rates = read_rates(rates_path(paths.adapt, unit.system), unit.system) if cfg.lr_search == "system" else None
+    rates = read_rates(layout.rates_path(paths.adapt, unit.system), unit.system) if cfg.lr_search == "system" else None
     d = unit_data(unit, paths, cfg, conditions)
     adapted, record = adapt_system(d.model, d.spec, unit.system, d.neurons, d.data, unit.seed, cfg, rates=rates)
     out = unit.model_dir(paths.adapt)

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from neurosel.io import atomic_path, write_json, write_text
+from neurosel.recipe import layout
 from neurosel.report.collect import collect, read_wer
 from neurosel.report.markdown import (adaptation_section, cell, comparisons_section, criteria_section, mean_wer,
                                       pruning_section, table)
@@ -103,19 +104,20 @@ def verdicts(summary: dict, comparisons: list[Comparison], ood: list[str], prune
 
 
 def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo: str | Path,
-                 out_copy: str | Path | None = None) -> dict:
+                 out_copy: str | Path | None = None) -> tuple[dict, list[str]]:
     """Write ``<workdir>/exp/{results.json,RESULTS.md,plots/}``; with ``out_copy`` (the recipe's
-    tracked ``RESULTS.md`` for the default run) also a copy whose plots sit beside it."""
+    tracked ``RESULTS.md`` for the default run) also a copy whose plots sit beside it. Returns the
+    ``results.json`` content and the findings of RESULTS.md's "What the data say", one per line."""
     exp = Path(workdir) / "exp"
-    systems = collect(exp / "decode")
+    systems = collect(layout.decode_root(exp))
     doc = results_json(recipe, systems, seed)
     summary = doc["systems"]
     test_sets = doc["test_sets"]
-    ood = [t for t in test_sets if t.startswith("ood_")]
-    conditions = [t[len("ood_"):] for t in ood]
+    ood = [t for t in test_sets if layout.is_ood_set(t)]
+    conditions = [layout.condition_of(t) for t in ood]
     prune_info = {}
-    for f in sorted((exp / "prune").glob("*/prune.json")):
-        prune_info[f.parent.name.split(".s")[0]] = json.loads(f.read_text())
+    for f in sorted(layout.prune_dir(exp).glob("*/prune.json")):
+        prune_info[layout.parse_system_id(f.parent.name)[0]] = json.loads(f.read_text())
     comparisons = paper_comparisons(systems, summary)
     doc["comparisons"] = [{"name": c.name, "a": c.system_a, "b": c.system_b, "test_sets": c.test_sets,
                            **{k: float(v) for k, v in vars(c.result).items()}} for c in comparisons]
@@ -126,18 +128,19 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
     prune_systems = ["baseline"] + sorted(s for s in summary if s.startswith("prune_") and "_nofold" not in s)
     if plot_wer_bars(plots / "pruning_wer.png", summary, prune_systems, test_sets, "Pruned systems"):
         figures.append(("WER of the pruned systems", "pruning_wer.png"))
-    adapt_systems = ["baseline"] + sorted(s for s in summary if s.startswith("adapt_") and not s.endswith("_pooled"))
+    adapt_systems = ["baseline"] + sorted(s for s in summary if s.startswith("adapt_") and not layout.is_pooled(s))
     if plot_wer_bars(plots / "adaptation_wer.png", summary, adapt_systems, ood, "Adapted systems, per condition"):
         figures.append(("WER per adaptation system and condition", "adaptation_wer.png"))
     if plot_pruning_curve(plots / "pruning_curve.png", summary, ood):
         figures.append(("Mean OOD WER against the share of FC neurons removed", "pruning_curve.png"))
-    if plot_adaptation_losses(plots / "adaptation_losses.png", exp / "adapt"):
+    if plot_adaptation_losses(plots / "adaptation_losses.png", layout.adapt_dir(exp)):
         figures.append(("Pseudo-label loss during adaptation", "adaptation_losses.png"))
 
 
+    findings = verdicts(summary, comparisons, ood, prune_info, layout.saliency_dir(exp))
     pseudo = []
     for c in conditions:
-        wer_file = exp / "decode" / "baseline" / f"ood_adapt_{c}" / "wer"
+        wer_file = layout.decode_dir(exp, layout.BASELINE) / layout.adapt_set(c) / "wer"
         if wer_file.is_file():
             pseudo.append([c, f"{read_wer(wer_file)[0]:.2f}"])
 
@@ -146,14 +149,14 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
           f"git revision `{git_revision(Path(repo))}`, {environment()}. Seeds: {doc['seeds']}. "
           "Every number below is read from this run's files; WER in percent, mean ± std (number of seeds) "
           "where a system ran with several seeds.\n",
-          "## What the data say\n", "\n".join(f"- {v}" for v in verdicts(summary, comparisons, ood, prune_info, exp / "saliency")) + "\n",
+          "## What the data say\n", "\n".join(f"- {v}" for v in findings) + "\n",
           "## Baseline\n",
           table(["set", "WER"], [[t, cell(summary.get("baseline", {}).get(t))] for t in ["dev"] + test_sets]),
           "## Claim 1: do pruning criteria select hyper and hypo neurons?\n",
           "For a budget equal to the number of hyper+hypo neurons of each layer, the share of each criterion's "
           "selection that is hyper, hypo or normal, and its precision, recall and Jaccard index against the "
           "hyper+hypo set, per reference set.\n",
-          criteria_section(exp / "saliency"),
+          criteria_section(layout.saliency_dir(exp)),
           "## Claim 2: removing hyper and hypo neurons\n",
           pruning_section(summary, test_sets, prune_info),
           "## Claim 3: unsupervised adaptation\n",
@@ -174,4 +177,4 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
             with atomic_path(target) as tmp:
                 tmp.write_bytes((plots / name).read_bytes())
         write_text(out_copy, text)
-    return doc
+    return doc, findings
