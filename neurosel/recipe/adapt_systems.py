@@ -202,7 +202,7 @@ def train_phase(model: nn.Module, spec: FcSpec, phase: Phase, neurons: dict[int,
     params, moved = open_phase(model, spec, phase.moves, neurons, cfg.outgoing)
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
     step = train_step if phase.objective == "ctc" else entropy_step
-    train_mode(model)  # not run_steps: its model.train() would put frozen BatchNorm layers in train mode
+    train_mode(model)  # not model.train(): it would put frozen BatchNorm layers in train mode
     losses = [step(model, batch, params, optimizer, grad_clip=cfg.grad_clip) for batch in islice(batches, steps)]
     close_phase(model, spec, phase.moves)
     model.eval()

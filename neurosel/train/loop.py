@@ -10,7 +10,7 @@ shares, so the loss and the gradient are those of the whole batch.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 from torch import nn
@@ -76,22 +76,6 @@ def train_step(model: nn.Module, batch: Batch, params: list[nn.Parameter], optim
     if scheduler is not None:
         scheduler.step()
     return float(loss.detach()) if reported is None else reported
-
-
-def run_steps(model: nn.Module, batches: Iterable[Batch], params: list[nn.Parameter],
-              optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-              grad_clip: float = 5.0, on_step: Callable[[Batch, float], bool] | None = None,
-              group: ProcessGroup | None = None) -> list[float]:
-    """Train ``model`` (in train mode) on ``batches`` until they run out or ``on_step(batch, loss)``
-    returns True. Only the parameters the optimizer holds move; ``params`` are the ones clipped.
-    Returns the per-step losses (nats per token). ``group``: see ``train_step``."""
-    model.train()
-    losses = []
-    for batch in batches:
-        losses.append(train_step(model, batch, params, optimizer, scheduler, grad_clip, group))
-        if on_step is not None and on_step(batch, losses[-1]):
-            break
-    return losses
 
 
 @torch.inference_mode()

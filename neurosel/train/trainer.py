@@ -1,10 +1,10 @@
 """Stage 3: train the CNN CTC acoustic model from Lhotse cuts, resumably.
 
 ``train(cfg, cuts_train, cuts_dev, lang_dir, cmvn_path, exp_dir)`` reads like icefall's train.py:
-data, model, optimizer + schedule, resume from the newest checkpoint, one loop (``run_steps``),
-validation per epoch, checkpoints every ``checkpoint_every`` steps and at each epoch end, and at
-the end the final model (last, best or an average of the last checkpoints) with its FC norms
-folded into ``model.pt``.
+data, model, optimizer + schedule, resume from the newest checkpoint (``start_run``), one loop
+(``train_one_epoch``), validation per epoch, checkpoints every ``checkpoint_every`` steps and at each
+epoch end, and at the end the final model (last, best or an average of the last checkpoints) with
+its FC norms folded into ``model.pt``.
 
 Training stops at the first of ``num_epochs``, ``max_steps`` and ``max_minutes`` (training wall
 time summed over resumed runs); whichever stops it, the state is checkpointed, so running the same
@@ -31,10 +31,12 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Callable, Literal
 
 import torch
 from lhotse import CutSet, load_manifest_lazy
+from lhotse.dataset import DynamicBucketingSampler
+from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -47,7 +49,7 @@ from neurosel.train.checkpoint import (average_model_states, list_checkpoints, l
 from neurosel.train.data import (Batch, CtcDataset, FeatureWarpConfig, SpecAugmentConfig, load_bpe, load_cmvn,
                                  make_sampler)
 from neurosel.train.distributed import SINGLE, ProcessGroup, backend, process_seed
-from neurosel.train.loop import evaluate, run_steps
+from neurosel.train.loop import evaluate, train_step
 from neurosel.train.plot import plot_losses
 
 log = logging.getLogger("neurosel.train")
@@ -218,8 +220,40 @@ def restore_process_rng(state: dict, group: ProcessGroup, seed: int, step: int) 
         seed_rngs(process_seed(seed, group.rank, step))
 
 
-def _train(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: Path, cmvn_path: Path,
-           exp_dir: Path, quiet: bool, group: ProcessGroup) -> Path:
+@dataclass
+class Run:
+    """What the training loop works on, built once by ``start_run``: the model (``trained`` is the
+    same module, or DistributedDataParallel around it), optimizer, schedule, data, where training
+    is, and where it reports."""
+
+    cfg: TrainConfig
+    exp_dir: Path
+    group: ProcessGroup
+    model: nn.Module
+    trained: nn.Module
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    sampler: DynamicBucketingSampler
+    dataset: CtcDataset
+    dev_sampler: DynamicBucketingSampler
+    dev_dataset: CtcDataset
+    progress: Progress
+    writer: SummaryWriter | None
+    bar: tqdm
+    started: float = field(default_factory=time.monotonic)  # this process's start, for elapsed_s
+    elapsed_before: float = 0.0  # training time of the runs this one resumes
+    window: dict = field(default_factory=dict)  # the steps since the last log line
+
+    def elapsed(self) -> float:
+        """Training wall time summed over resumed runs, in seconds."""
+        return self.elapsed_before + time.monotonic() - self.started
+
+
+def start_run(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: Path, cmvn_path: Path,
+              exp_dir: Path, quiet: bool, group: ProcessGroup) -> Run:
+    """Data, model, optimizer and schedule; resumed from the newest checkpoint in ``exp_dir`` if
+    there is one (``check_resumable``), else from the seed."""
     torch.set_num_threads(cfg.num_threads)
     sp = load_bpe(lang_dir)
     if cfg.model.vocab_size not in (0, sp.get_piece_size()):
@@ -237,7 +271,6 @@ def _train(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: Pat
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total_steps))
     sampler = make_sampler(cuts_train, cfg.max_duration, shuffle=True, seed=cfg.seed, num_buckets=cfg.num_buckets)
     dev_sampler = make_sampler(cuts_dev, cfg.max_duration, shuffle=False, num_buckets=cfg.num_buckets)
-    dataset, dev_dataset = CtcDataset(sp, cmvn, cfg.spec_augment, cfg.feature_warp), CtcDataset(sp, cmvn)
     progress = Progress()
 
     checkpoints = list_checkpoints(exp_dir)
@@ -261,95 +294,116 @@ def _train(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: Pat
     if group.world_size > 1:
         log.info("%d training processes share each batch of %.0f s (backend %s, %d threads each)",
                  group.world_size, cfg.max_duration, backend(), cfg.num_threads)
-    trained = group.wrap(model)  # the same module, or DistributedDataParallel around it
-
-    def checkpoint() -> None:
-        progress.elapsed_s = group.from_main(elapsed())
-        rngs = group.gather(rng_state())
-        if not group.is_main:
-            return
-        state = {
-            "model": model.state_dict(), "config": asdict(cfg.model), "train_config": asdict(cfg),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "sampler": sampler.state_dict(), "rng": rngs[0], "progress": asdict(progress),
-        }
-        if group.world_size > 1:
-            state["rng_per_process"] = rngs
-        save_checkpoint(exp_dir, progress.step, state, cfg.keep_last)
-
-    def validate() -> None:
-        batches = (dev_dataset[group.shard(cuts)].to(group.device) for cuts in dev_sampler)
-        loss = evaluate(model, batches, group)
-        progress.valid.append([progress.step, progress.epoch, loss])
-        if writer is not None:
-            writer.add_scalar("valid/loss", loss, progress.step)
-        log.info("epoch %d step %d: validation loss %.4f per token", progress.epoch, progress.step, loss)
-        if loss < progress.best_valid_loss:
-            progress.best_valid_loss = loss
-            if group.is_main:
-                save_model(model, exp_dir / "best.pt", step=progress.step, valid_loss=loss)
-
-    start, start_elapsed = time.monotonic(), progress.elapsed_s
-
-    def elapsed() -> float:
-        return start_elapsed + time.monotonic() - start
-
-    window = {"t": time.monotonic(), "frames": 0, "losses": [], "batch_frames": 0}
-
-    def shares() -> Iterator[Batch]:
-        """This process's share of each batch of the epoch (the whole batch for one process)."""
-        for cuts in sampler:
-            window["batch_frames"] = sum(cut.num_frames for cut in cuts)
-            yield dataset[group.shard(cuts)].to(group.device)
-
-    def on_step(batch: Batch, loss: float) -> bool:
-        progress.step += 1
-        progress.train_losses.append(loss)
-        progress.frames += window["batch_frames"]
-        window["frames"] += window["batch_frames"]
-        window["losses"].append(loss)
-        bar.update(1)
-        bar.set_postfix(epoch=progress.epoch, loss=f"{loss:.3f}")
-        if progress.step % cfg.log_every == 0:
-            seconds = time.monotonic() - window["t"]
-            lr = scheduler.get_last_lr()[0]
-            mean_loss = sum(window["losses"]) / len(window["losses"])
-            log.info("epoch %d step %d: loss %.4f lr %.2e, %.2f steps/s, %.0f frames/s", progress.epoch,
-                     progress.step, mean_loss, lr, len(window["losses"]) / seconds, window["frames"] / seconds)
-            if writer is not None:
-                writer.add_scalar("train/loss", mean_loss, progress.step)
-                writer.add_scalar("train/lr", lr, progress.step)
-                writer.add_scalar("train/frames_per_s", window["frames"] / seconds, progress.step)
-            window.update(t=time.monotonic(), frames=0, losses=[])
-        progress.elapsed_s = group.from_main(elapsed())  # every process stops at the same step
-        if progress.step % cfg.checkpoint_every == 0:
-            checkpoint()
-        return finished(cfg, progress)
-
     writer = None
     if group.is_main:
         writer = SummaryWriter(str(exp_dir / "tensorboard"), purge_step=progress.step if checkpoints else None)
     bar = tqdm(total=cfg.max_steps or None, initial=progress.step, desc="train", unit="step",
                disable=True if quiet else None)
+    return Run(cfg, exp_dir, group, model, group.wrap(model), params, optimizer, scheduler,
+               sampler, CtcDataset(sp, cmvn, cfg.spec_augment, cfg.feature_warp), dev_sampler, CtcDataset(sp, cmvn),
+               progress, writer, bar, elapsed_before=progress.elapsed_s,
+               window={"t": time.monotonic(), "frames": 0, "losses": []})
+
+
+def _train(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: Path, cmvn_path: Path,
+           exp_dir: Path, quiet: bool, group: ProcessGroup) -> Path:
+    """The training loop: epochs of ``train_one_epoch``, each followed by validation and a
+    checkpoint, until a stopping criterion; then ``model.pt``."""
+    run = start_run(cfg, cuts_train, cuts_dev, lang_dir, cmvn_path, exp_dir, quiet, group)
+    cfg, progress = run.cfg, run.progress
     try:
         while not finished(cfg, progress):
-            run_steps(trained, shares(), params, optimizer, scheduler, cfg.grad_clip, on_step, group)
+            train_one_epoch(run)
             if finished(cfg, progress):
                 break
-            validate()
+            validate(run)
             progress.epoch += 1
-            sampler.set_epoch(progress.epoch)
-            checkpoint()
+            run.sampler.set_epoch(progress.epoch)
+            save_state(run)
         if not progress.valid or progress.valid[-1][0] != progress.step:
-            validate()
-            checkpoint()
+            validate(run)
+            save_state(run)
     finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
+        run.bar.close()
+        if run.writer is not None:
+            run.writer.close()
     path = finalize(cfg, exp_dir, progress) if group.is_main else exp_dir / "model.pt"
     group.barrier()  # every process returns once model.pt is written
     return path
+
+
+def train_one_epoch(run: Run) -> None:
+    """Train on the rest of the current epoch's batches (this process's share of each), or until a
+    stopping criterion is met: one ``train_step`` per batch, then the step's bookkeeping, a log
+    line every ``log_every`` steps and a checkpoint every ``checkpoint_every``."""
+    cfg, progress, group = run.cfg, run.progress, run.group
+    run.trained.train()
+    for cuts in run.sampler:
+        batch_frames = sum(cut.num_frames for cut in cuts)
+        batch = run.dataset[group.shard(cuts)].to(group.device)
+        loss = train_step(run.trained, batch, run.params, run.optimizer, run.scheduler, cfg.grad_clip, group)
+        progress.step += 1
+        progress.train_losses.append(loss)
+        progress.frames += batch_frames
+        run.window["frames"] += batch_frames
+        run.window["losses"].append(loss)
+        run.bar.update(1)
+        run.bar.set_postfix(epoch=progress.epoch, loss=f"{loss:.3f}")
+        if progress.step % cfg.log_every == 0:
+            log_window(run)
+        progress.elapsed_s = group.from_main(run.elapsed())  # every process stops at the same step
+        if progress.step % cfg.checkpoint_every == 0:
+            save_state(run)
+        if finished(cfg, progress):
+            return
+
+
+def log_window(run: Run) -> None:
+    """Log (and write to TensorBoard) the mean loss, learning rate and speed since the last call."""
+    window, progress = run.window, run.progress
+    seconds = time.monotonic() - window["t"]
+    lr = run.scheduler.get_last_lr()[0]
+    mean_loss = sum(window["losses"]) / len(window["losses"])
+    log.info("epoch %d step %d: loss %.4f lr %.2e, %.2f steps/s, %.0f frames/s", progress.epoch,
+             progress.step, mean_loss, lr, len(window["losses"]) / seconds, window["frames"] / seconds)
+    if run.writer is not None:
+        run.writer.add_scalar("train/loss", mean_loss, progress.step)
+        run.writer.add_scalar("train/lr", lr, progress.step)
+        run.writer.add_scalar("train/frames_per_s", window["frames"] / seconds, progress.step)
+    window.update(t=time.monotonic(), frames=0, losses=[])
+
+
+def validate(run: Run) -> None:
+    """The validation loss per token on dev; ``best.pt`` when it is the lowest so far."""
+    progress = run.progress
+    batches = (run.dev_dataset[run.group.shard(cuts)].to(run.group.device) for cuts in run.dev_sampler)
+    loss = evaluate(run.model, batches, run.group)
+    progress.valid.append([progress.step, progress.epoch, loss])
+    if run.writer is not None:
+        run.writer.add_scalar("valid/loss", loss, progress.step)
+    log.info("epoch %d step %d: validation loss %.4f per token", progress.epoch, progress.step, loss)
+    if loss < progress.best_valid_loss:
+        progress.best_valid_loss = loss
+        if run.group.is_main:
+            save_model(run.model, run.exp_dir / "best.pt", step=progress.step, valid_loss=loss)
+
+
+def save_state(run: Run) -> None:
+    """A resumable checkpoint: model, optimizer, schedule, sampler, every process's RNG streams and
+    the progress (rank 0 writes it)."""
+    progress, group = run.progress, run.group
+    progress.elapsed_s = group.from_main(run.elapsed())
+    rngs = group.gather(rng_state())
+    if not group.is_main:
+        return
+    state = {
+        "model": run.model.state_dict(), "config": asdict(run.cfg.model), "train_config": asdict(run.cfg),
+        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+        "sampler": run.sampler.state_dict(), "rng": rngs[0], "progress": asdict(progress),
+    }
+    if group.world_size > 1:
+        state["rng_per_process"] = rngs
+    save_checkpoint(run.exp_dir, progress.step, state, run.cfg.keep_last)
 
 
 def finalize(cfg: TrainConfig, exp_dir: Path, progress: Progress) -> Path:
