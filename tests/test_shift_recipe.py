@@ -70,6 +70,8 @@ def test_fit_judges_every_candidate_on_held_out_conditions_only(fitted):
             assert h["fitted_on"] and all(condition_of[s] != h["condition"] for s in h["fitted_on"])
             assert h["low"] <= h["predicted"] <= h["high"]
         assert c["mae"] == pytest.approx(sum(abs(h["predicted"] - h["wer"]) for h in c["held_out"]) / len(sets))
+    rho = evaluation["utterance_spearman"]  # utterance level, against each utterance's WER
+    assert set(rho) == set(POOLED_SIGNALS) and all(r is None or -1 <= r <= 1 for r in rho.values())
     # 9 signals need 11 fitting sets: the tiny run has fewer, and says so instead of skipping it
     assert "error" in by_name[COMBINED] or by_name[COMBINED]["held_out"]
 
@@ -96,6 +98,7 @@ def test_score_a_recipe_set_as_cuts(fitted, tmp_path):
     for r in rows.values():
         assert float(r["low"]) <= float(r["predicted_wer"]) <= float(r["high"])
     assert json.loads((tmp_path / "out" / SUMMARY_JSON).read_text()) == summary
+    assert summary["in_sample"]  # ood_noise is one of the sets the predictor was fitted on
     # the same model and features as fit's: the set's signals are the ones fit measured
     fit_row = next(r for r in read_tsv(fit_out / SIGNALS_TSV) if r["set"] == "ood_noise")
     for name in POOLED_SIGNALS:
@@ -117,7 +120,7 @@ def test_score_an_unlabeled_kaldi_dir_gives_the_signals_of_stage_1_features(fitt
     data.mkdir()
     (data / "wav.scp").write_text("\n".join(lines) + "\n")  # no text, no utt2spk
     summary = score_audio(workdir, data, tmp_path / "kaldi", fit_out / PREDICTOR_JSON)
-    assert summary["utterances"] == 3
+    assert summary["utterances"] == 3 and not summary["in_sample"]
     ours = score_rows(tmp_path / "kaldi")
     score_audio(workdir, layout.cuts_path(workdir / "data" / "fbank", "ood_noise"), tmp_path / "cuts",
                 fit_out / PREDICTOR_JSON)

@@ -35,7 +35,9 @@ with stage 1's settings) or a cut set (``neurosel.recipe.shift_data``) and write
   interval (of audio like it, not of its own WER), and every signal;
 - ``summary.json``: the set's signals, predicted WER and interval, the verdict ("like the training
   data" or "shifted: predicted WER x, range [a, b]"; shifted when the whole interval lies above the
-  in-domain WER), and what it was computed with;
+  in-domain WER), ``in_sample`` (true when the source is the cut set of a set the predictor was
+  fitted on: its prediction is then in-sample, and ``evaluation.json`` has its held-out one), and
+  what it was computed with;
 - ``shift.png``: the per-utterance predicted WER and the predictor's first signal against those of
   the in-domain ``test`` utterances.
 
@@ -67,11 +69,12 @@ from neurosel.io import atomic_path, write_json, write_text
 from neurosel.model import CnnCtcModel, load_model
 from neurosel.recipe import layout
 from neurosel.recipe.shift_data import load_audio
-from neurosel.report.collect import read_wer
+from neurosel.report.collect import read_utterance_counts, read_wer
 from neurosel.saliency.stats import NeuronStats, load_stats
 from neurosel.shift import (NEURON_SIGNALS, OUTPUT_SIGNALS, LabelledSet, LocoScore, NeuronSignalConfig,
                             ShiftCollector, ShiftConfig, ShiftSignals, WerPrediction, WerPredictor, fit_wer,
-                            layer_references, leave_one_condition_out, loco_splits, verdict)
+                            layer_references, leave_one_condition_out, loco_splits, utterance_spearman,
+                            verdict)
 from neurosel.fc import fc_widths
 from neurosel.train.data import load_cmvn
 
@@ -230,6 +233,21 @@ def evaluate(sets: Sequence[LabelledSet], ridge: float, level: float) -> list[Ca
     return out
 
 
+def utterance_correlations(files: RecipeFiles, signals: dict[str, ShiftSignals]) -> dict[str, float]:
+    """Per pooled signal, the Spearman correlation over the utterances of every labelled set between
+    the signal and the utterance's WER (from the ``#csid`` line of its decode's ``errs.txt``;
+    utterances without reference words have no WER and are left out)."""
+    wer: dict[str, float] = {}
+    for name in signals:
+        ids, errors, refs = read_utterance_counts(_require(files.decode(name) / "errs.txt"))
+        wer |= {u: 100.0 * e / r for u, e, r in zip(ids, errors, refs) if r > 0}
+    pooled = ShiftSignals.concat(list(signals.values()))
+    keep = np.array([u in wer for u in pooled.utt_ids])
+    scored = ShiftSignals(tuple(u for u, k in zip(pooled.utt_ids, keep) if k), pooled.frames[keep],
+                          {n: v[keep] for n, v in pooled.values.items()})
+    return {n: utterance_spearman(scored, n, wer) for n in POOLED_SIGNALS}
+
+
 def constant_mae(sets: Sequence[LabelledSet]) -> float:
     """Held-out MAE (WER points) of the mean WER of the fitting sets, leave-one-condition-out: what
     a predictor must beat for its signals to say anything."""
@@ -260,6 +278,7 @@ def fit_recipe(workdir: str | Path, out_dir: str | Path | None = None, ridge: fl
     predictor = fit_wer(sets, chosen.signals, ridge)
     test = next(s for s in sets if s.name == layout.TEST)
     evaluation = {"level": level, "ridge": ridge, "chosen": chosen.name, "constant_mae": constant_mae(sets),
+                  "utterance_spearman": utterance_correlations(files, signals),
                   "sets": [_set_row(s, signals[s.name]) for s in sets],
                   "candidates": [_candidate_doc(c) for c in candidates]}
     document = {"name": chosen.name, "chosen_by": "lowest leave-one-condition-out MAE", "level": level,
@@ -311,13 +330,15 @@ def _signals_tsv(sets: Sequence[LabelledSet], signals: dict[str, ShiftSignals]) 
 
 def evaluation_table(evaluation: dict[str, Any]) -> str:
     """Plain text: per candidate r, MAE and coverage, then the chosen one's held-out predictions."""
-    lines = [f"{'predictor':<34}{'r':>8}{'MAE':>8}{'cover':>7}"]
+    lines = [f"{'predictor':<34}{'r':>8}{'MAE':>8}{'cover':>7}{'utt rho':>9}"]
+    rho = evaluation["utterance_spearman"]
     for c in evaluation["candidates"]:
         if "error" in c:
             lines.append(f"{c['name']:<34}  not judged: {c['error']}")
         else:
             r = "-" if c["pearson"] is None else f"{c['pearson']:.3f}"
-            lines.append(f"{c['name']:<34}{r:>8}{c['mae']:>8.2f}{c['coverage']:>7.2f}")
+            utt = "" if c["name"] not in rho else "-" if rho[c["name"]] is None else f"{rho[c['name']]:.3f}"
+            lines.append(f"{c['name']:<34}{r:>8}{c['mae']:>8.2f}{c['coverage']:>7.2f}{utt:>9}")
     lines.append(f"{'(constant)':<34}{'-':>8}{evaluation['constant_mae']:>8.2f}{'-':>7}  mean WER of the fitting sets")
     chosen = next(c for c in evaluation["candidates"] if c["name"] == evaluation["chosen"])
     lines.append(f"\nheld-out predictions of {chosen['name']} ({evaluation['level']:.0%} interval)")
@@ -382,7 +403,13 @@ def score_audio(workdir: str | Path, source: str | Path, out_dir: str | Path,
     in_domain = fitted.in_domain_signals
     reference = [fitted.predictor.predict({n: float(v[i]) for n, v in in_domain.items()}, fitted.level).wer
                  for i in range(len(in_domain[fitted.predictor.signals[0]]))]
+    in_sample = [n for n in fitted.predictor.fitted_on
+                 if Path(source).resolve() == layout.cuts_path(files.fbank, n).resolve()]
+    if in_sample:
+        log.warning("%s is set %s, which the predictor was fitted on: its prediction is in-sample (%s has "
+                    "its held-out one)", source, in_sample[0], EVALUATION_JSON)
     summary = {"source": str(source), "predictor": str(path), "predictor_name": fitted.name,
+               "in_sample": bool(in_sample),
                "model": str(files.model), "reference": str(files.stats), "utterances": len(signals.utt_ids),
                "frames": int(signals.frames.sum()), "signals": signals.set_values(),
                "prediction": {"wer": whole.wer, "low": whole.low, "high": whole.high, "level": whole.level},
