@@ -12,15 +12,20 @@ Usage (``neurosel.bin.shift``)::
 ``exp/saliency/dev/stats.pt``. For ``dev``, ``test`` and every ``ood_<c>`` that has a decode with a
 WER it measures the set-level shift signals (``neurosel.shift``: neuron signals against the dev
 statistics, output signals of the posteriors), and judges leave-one-condition-out (the in-domain
-sets are one condition, each ``ood_<c>`` its own) a WER predictor on each pooled signal alone and on
-all of them combined (a candidate that cannot be fitted on a split, e.g. more signals than its sets
-allow, is kept with the reason). The candidate with the lowest held-out mean absolute error is
-fitted on all the sets and saved; its own held-out numbers are then a little optimistic, as it was
-chosen by them. Writes into ``exp/shift/`` (or ``out_dir``):
+sets are one condition, each ``ood_<c>`` its own) a WER predictor on each pooled signal alone
+(among them confidence, ``max_posterior``, and ``frame_entropy``), on one neuron and one output
+signal together (``PAIR``) and on all of them combined (least squares, or ridge; a candidate that
+cannot be fitted on a split, e.g. more signals than its fitting sets allow, is kept with the
+reason), beside the constant predictor (the mean WER of the fitting sets) that a signal must beat.
+The candidate with the lowest held-out mean absolute error is fitted on all the sets and saved; its
+own held-out numbers are then a little optimistic, as it was chosen by them. Writes into
+``exp/shift/`` (or ``out_dir``):
 
 - ``signals.tsv``: per set its condition, measured WER, utterances, frames and every signal;
 - ``evaluation.json``: the sets, and per candidate its held-out predictions (each with the sets it
   was fitted on), Pearson r, MAE (WER points) and interval coverage, or why it could not be fitted;
+  the constant predictor's MAE; per signal its utterance-level Spearman correlation with the
+  utterances' WER over all the sets;
 - ``predictor.json``: the chosen predictor (``WerPredictor.to_dict``), the in-domain WER of
   ``test`` that the verdict compares with, the predictor's signals on each ``test`` utterance (the
   in-domain reference of the plot), and SHA-256 digests of the model and statistics it belongs to.
@@ -64,6 +69,7 @@ import torch
 from lhotse import CutSet
 
 from neurosel.errors import NeuroselError
+from neurosel.fc import fc_widths
 from neurosel.inference import log_posteriors
 from neurosel.io import atomic_path, write_json, write_text
 from neurosel.model import CnnCtcModel, load_model
@@ -75,7 +81,6 @@ from neurosel.shift import (NEURON_SIGNALS, OUTPUT_SIGNALS, LabelledSet, LocoSco
                             ShiftCollector, ShiftConfig, ShiftSignals, WerPrediction, WerPredictor, fit_wer,
                             layer_references, leave_one_condition_out, loco_splits, utterance_spearman,
                             verdict)
-from neurosel.fc import fc_widths
 from neurosel.train.data import load_cmvn
 
 log = logging.getLogger(__name__)
