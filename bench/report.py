@@ -15,7 +15,7 @@ from typing import Any
 from bench.common import Section, fmt
 from neurosel.io import write_text
 
-ORDER = ["features", "train", "saliency", "decode", "prune", "e2e", "scaling", "cluster"]
+ORDER = ["features", "train", "saliency", "decode", "prune", "tta", "e2e", "scaling", "cluster"]
 
 
 def merge_results(path: Path, sections: list[Section], machine: dict[str, Any], command: str) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """Run the benchmarks and write ``bench/results.json`` and ``bench/RESULTS.md``.
 
-    python -m bench.run [--only features,train,saliency,decode,prune,e2e,scaling,cluster] [--quick]
+    python -m bench.run [--only features,train,saliency,decode,prune,tta,e2e,scaling,cluster] [--quick]
                         [--workdir DIR] [--e2e-log FILE | --e2e-fresh default|tiny] ...
 
-The micro-benchmarks (features, train, saliency, decode, prune) read a finished run of stages
+The micro-benchmarks (features, train, saliency, decode, prune, tta) read a finished run of stages
 0-4 (``--workdir``, default ``egs/synth``); scaling reads its stage 0 manifests and model; the
 end-to-end section reads the console log or step logs of a run (see ``bench.e2e``); cluster times
 its decode step through run.pl and slurm.pl and 1- against 2-process training. Nothing is
@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-from bench import cluster, decoding, e2e, features, pruning, report, saliency, scaling, training
+from bench import cluster, decoding, e2e, features, pruning, report, saliency, scaling, training, tta
 from bench.common import REPO, Section, load_average, machine
 from bench.inputs import find_workdir
 from neurosel.io import write_text
 
 MICRO = {"features": features.run, "train": training.run, "saliency": saliency.run, "decode": decoding.run,
-         "prune": pruning.run}
+         "prune": pruning.run, "tta": tta.run}
 ALL = list(MICRO) + ["e2e", "scaling", "cluster"]
 
 

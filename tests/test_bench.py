@@ -13,7 +13,8 @@ import pytest
 from lhotse import CutSet
 from lhotse.testing.dummies import dummy_cut
 
-from bench import cluster, e2e, report, scaling
+from bench import cluster, e2e, report, scaling, tta
+from bench.inputs import find_workdir
 from bench.common import Metric, Section, interleaved, run_child
 from bench.inputs import Workdir, take_count, take_seconds
 
@@ -177,3 +178,14 @@ def test_e2e_reads_the_tiny_recipe_run(tiny_recipe):
     steps = e2e.parse_step_logs(workdir)
     assert {1, 3, 4, 5}.issubset({s.stage for s in steps.stages})
     assert steps.total <= console.total + 5  # the step logs see less than the console does
+
+
+def test_tta_section_on_the_tiny_recipe_run(tiny_recipe, tmp_path):
+    workdir, proc = tiny_recipe
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    section = tta.run(find_workdir(workdir), tmp_path, quick=True)
+    assert [m.key for m in section.metrics] == ["tta.selective_10", "tta.all_10"]
+    assert all(m.value > 0 for m in section.metrics)
+    rows = {row[0]: row for row in section.table}
+    assert {f"TTA {k} steps, {m}" for k in (1, 5, 10) for m in ("all", "selective")} <= set(rows)
+    assert all(rows[f"TTA 10 steps, {m}"][2].endswith("%") for m in ("all", "selective"))
