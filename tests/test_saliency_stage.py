@@ -78,7 +78,7 @@ def test_every_reference_set_has_its_outputs(saliency_run):
             assert (d / name).is_file(), d / name
         header = (d / "neurons.tsv").read_text().splitlines()[0].split("\t")
         assert tuple(header[:6]) == FIXED_COLUMNS
-        assert header[6:] == ["magnitude", "outgoing", "taylor1", "taylor2", "apoz", "random"]
+        assert header[6:] == ["magnitude", "outgoing", "taylor1", "taylor2", "apoz", "random", "wanda", "flap"]
         table = read_neurons_tsv(d / "neurons.tsv")
         assert len(table.layer) == sum(saliency_run.widths)
         classes = json.loads((d / "classes.json").read_text())

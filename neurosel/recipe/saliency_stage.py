@@ -45,6 +45,7 @@ from neurosel.train.data import Batch, CtcDataset, make_sampler
 from neurosel.train.loop import ctc_loss_sum
 
 TAYLOR_CRITERIA = ("taylor1", "taylor2")
+INPUT_NORM_CRITERIA = ("wanda",)  # read NeuronStats.input_norms
 
 
 @dataclass
@@ -80,10 +81,13 @@ class SaliencyStageConfig:
             raise ValueError(f"taylor_utterances must be >= 1, got {self.taylor_utterances}")
 
     def stats_config(self, activation: str) -> StatsConfig:
-        """The histogram settings for a model whose FC activation is ``activation``."""
+        """The histogram settings for a model whose FC activation is ``activation``; the FC inputs'
+        norms too when a configured criterion reads them (``wanda``), so that ``stats.pt`` of a
+        configuration without it stays as it was."""
         if activation not in self.hist_max:
             raise NeuroselError(f"saliency config: hist_max has no entry for activation '{activation}'")
-        return StatsConfig(self.hist_bins, self.hist_min, self.hist_max[activation])
+        return StatsConfig(self.hist_bins, self.hist_min, self.hist_max[activation],
+                           input_norms=any(c in INPUT_NORM_CRITERIA for c in self.criteria))
 
     def needs_taylor(self) -> bool:
         return any(c in TAYLOR_CRITERIA for c in self.criteria)
