@@ -30,8 +30,10 @@ model=$1 fbank=$2 lang=$3 dir=$4
 
 . steps/common.sh
 if [ "$tune" = true ]; then
-  run_step "$cmd" "$dir/log/tune.log" \
-    python -m neurosel.bin.decode tune $(config_opts) "$model" "$lang" "$fbank" "$dir"
+  if ! up_to_date python -m neurosel.bin.decode status --tune $(config_opts) "$model" "$lang" "$fbank" "$dir"; then
+    run_step "$cmd" "$dir/log/tune.log" \
+      python -m neurosel.bin.decode tune $(config_opts) "$model" "$lang" "$fbank" "$dir"
+  fi
   config=$dir/decode.yaml overlay= overrides=
 fi
 stage_opts="$(config_opts)--sets $sets"

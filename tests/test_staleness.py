@@ -257,6 +257,10 @@ def test_status_exit_codes_tell_up_to_date_stale_and_error_apart(recipe: Recipe)
                                          str(e / "decode" / "baseline")]) == STALE
     assert status_code(decode_cli.main, ["status", "--config", str(recipe.tuned), "--set", "method=beam", *decode,
                                          str(e / "decode" / "baseline")]) == 1
+    tuning = [str(recipe.model), lang, fbank, str(e / "decode" / "baseline")]
+    assert status_code(decode_cli.main, ["status", "--tune", *recipe.conf("decode", {}), *tuning]) == UP_TO_DATE
+    assert status_code(decode_cli.main, ["status", "--tune", *recipe.conf("decode", {"decode": ["beam=3"]}),
+                                         *tuning]) == STALE
 
 
 @pytest.mark.slow

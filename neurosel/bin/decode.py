@@ -8,8 +8,9 @@ protocol of ``neurosel.stage``; the work is ``neurosel.decode.stage``):
     job J of N: decode its share of each set into ``<decode-dir>/<set>/parts/J.tsv``
 ``python -m neurosel.bin.decode merge  [cfg] --sets a,b --num-jobs N <model.pt> <lang> <fbank> <decode-dir>``
     join the parts, score each set, write the ``.done`` marker of each set dir
-``python -m neurosel.bin.decode status [cfg] --sets a,b <model.pt> <lang> <fbank> <decode-dir>``
-    exit 0 if every set is decoded and up to date, 3 if not, 1 on an error
+``python -m neurosel.bin.decode status [cfg] (--sets a,b | --tune) <model.pt> <lang> <fbank> <decode-dir>``
+    exit 0 if every set is decoded (with ``--tune``: the LM weight tuned) and up to date, 3 if not,
+    1 on an error
 ``python -m neurosel.bin.decode list   [cfg] --sets a,b <model.pt> <lang> <fbank> <decode-dir>``
     print the sets, one per line (a set is the unit of the up-to-date check)
 ``python -m neurosel.bin.decode table  [cfg] --sets a,b <model.pt> <lang> <fbank> <decode-dir>``
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["tune", "decode", "merge", "status", "list", "table"])
     config_args(parser)
     parser.add_argument("--sets", default="", help="comma-separated split names to decode")
+    parser.add_argument("--tune", action="store_true", help="action status: of the LM-weight tuning")
     job_args(parser)
     parser.add_argument("model", type=Path)
     parser.add_argument("lang", type=Path)
@@ -51,8 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     where = (cfg, args.model, args.lang, args.fbank, args.decode_dir)
 
     if args.action == "status":
+        checked = sets + ([cfg.tune_set] if args.tune else [])
         require([args.model, layout.bpe_model(args.lang), layout.cmvn_path(args.fbank)]
-                + [layout.cuts_path(args.fbank, name) for name in sets])
+                + [layout.cuts_path(args.fbank, name) for name in checked])
+        if args.tune:
+            todo = [f"LM weight on {cfg.tune_set}"] if stage.tune_stale(*where) else []
+            return status_code("decode (tuning)", args.decode_dir, todo, args.force)
         return status_code("decode", args.decode_dir, stage.stale_sets(*where, sets), args.force)
     if args.action == "list":
         print("\n".join(sets))

@@ -41,6 +41,17 @@ def stale_sets(cfg: DecodeStageConfig, model: Path, lang: Path, fbank: Path, dec
     return [s for s in sets if status(decode_dir / s, set_digest(cfg, model, lang, fbank, s)) != "done"]
 
 
+def tune_inputs(cfg: DecodeStageConfig, model: Path, lang: Path, fbank: Path) -> list[Path]:
+    """What the LM-weight tuning reads (for its marker)."""
+    return [model, layout.decoding_graph(lang), layout.cuts_path(fbank, cfg.tune_set)]
+
+
+def tune_stale(cfg: DecodeStageConfig, model: Path, lang: Path, fbank: Path, decode_dir: Path) -> bool:
+    """True if the LM-weight tuning in ``decode_dir`` is missing or not up to date."""
+    digest = fingerprint(C.to_dict(cfg), tune_inputs(cfg, model, lang, fbank))
+    return status(decode_dir / "tune", digest) != "done"
+
+
 def tune(cfg: DecodeStageConfig, model: Path, lang: Path, fbank: Path, decode_dir: Path, force: bool = False) -> None:
     """Choose the LM weight and blank penalty on ``cfg.tune_set``; write ``<decode_dir>/decode.yaml``
     (the config with the chosen values) and ``<decode_dir>/tune/search.tsv``, unless up to date."""
@@ -56,9 +67,8 @@ def tune(cfg: DecodeStageConfig, model: Path, lang: Path, fbank: Path, decode_di
                                     "lm_weights": [], "blank_penalties": []}),
                decode_dir / "decode.yaml")
 
-    inputs = [model, layout.decoding_graph(lang), layout.cuts_path(fbank, cfg.tune_set)]
-    run_once(f"LM-weight and blank-penalty tuning on {cfg.tune_set}", tune_dir, C.to_dict(cfg), inputs, work,
-             force=force)
+    run_once(f"LM-weight and blank-penalty tuning on {cfg.tune_set}", tune_dir, C.to_dict(cfg),
+             tune_inputs(cfg, model, lang, fbank), work, force=force)
 
 
 def decode_job(cfg: DecodeStageConfig, model: Path, lang: Path, fbank: Path, decode_dir: Path, sets: list[str],
