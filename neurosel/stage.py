@@ -109,11 +109,14 @@ def run_once(name: str, out_dir: str | Path, config: Any, inputs: Iterable[str |
     return True
 
 
-def status_code(name: str, out_dir: str | Path, todo: list[str], force: bool = False) -> int:
+def status_code(name: str, out_dir: str | Path, todo: list[str], force: bool = False,
+                why: str = "") -> int:
     """The exit code of a ``status`` action: ``STALE`` when ``todo`` (the outputs that are not up
-    to date) is not empty or ``force`` is set, else ``UP_TO_DATE``; says which on the log."""
+    to date) is not empty or ``force`` is set, else ``UP_TO_DATE``; says which on the log, with
+    ``why`` (e.g. that the config changed since the last run) when given."""
     if todo or force:
-        log.info("%s: to do in %s: %s", name, out_dir, ", ".join(todo) if todo else "everything (--force)")
+        log.info("%s: to do in %s%s: %s", name, out_dir, f" ({why})" if why else "",
+                 ", ".join(todo) if todo else "everything (--force)")
         return STALE
     log.info("%s: up to date in %s, skipping (use --force to redo)", name, out_dir)
     return UP_TO_DATE

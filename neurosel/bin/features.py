@@ -41,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     digest = fingerprint(C.to_dict(cfg), [layout.cuts_path(manifests, n) for n in names])
 
     if args.action == "status":
-        stale = [] if status(args.fbank_dir, digest) == "done" else names
-        return status_code("stage 1 (features)", args.fbank_dir, stale, args.force)
+        state = status(args.fbank_dir, digest)
+        why = {"stale": "config or inputs changed since the last run", "new": "not run yet"}.get(state, "")
+        return status_code("stage 1 (features)", args.fbank_dir, [] if state == "done" else names,
+                           args.force, why)
     if args.action == "list":
         print("\n".join(names))
         return 0
