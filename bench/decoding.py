@@ -23,7 +23,7 @@ from neurosel.decode.run import DecodeStageConfig
 from neurosel.inference import feature_batches
 from neurosel.model import load_model
 from neurosel.recipe import layout
-from neurosel.train.data import load_cmvn
+from neurosel.data.batches import load_cmvn
 
 TARGET_RTF = 0.05
 

@@ -28,7 +28,7 @@ from neurosel.model import CnnCtcModel, load_model
 from neurosel.prune.remove import remove_neurons
 from neurosel.recipe import layout
 from neurosel.recipe.prune_stage import PruneStageConfig, fc_inputs, run_fc_stack
-from neurosel.train.data import load_cmvn
+from neurosel.data.batches import load_cmvn
 
 TARGET_EFFICIENCY = 0.7
 

@@ -30,7 +30,7 @@ from neurosel.model import load_model
 from neurosel.recipe import layout
 from neurosel.recipe.saliency_stage import SaliencyStageConfig, reference_sets, reference_stats
 from neurosel.saliency.stats import collect_stats
-from neurosel.train.data import load_cmvn
+from neurosel.data.batches import load_cmvn
 
 TARGET_RATIO = 1.2
 TARGET_MEMORY = 1.1

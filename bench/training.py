@@ -31,7 +31,7 @@ from neurosel.config import from_dict
 from neurosel.io import torch_load
 from neurosel.model import CnnCtcModel, build_model
 from neurosel.recipe import layout
-from neurosel.train.data import CtcDataset, load_bpe, load_cmvn, make_sampler
+from neurosel.data.batches import CtcDataset, load_bpe, load_cmvn, make_sampler
 from neurosel.train.loop import train_step
 from neurosel.train.trainer import TrainConfig
 
@@ -89,7 +89,7 @@ def run(work: Workdir, scratch: Path, quick: bool) -> Section:
     cuts = load_cuts(layout.cuts_path(work.fbank, "train"))
     sampler = make_sampler(cuts, cfg.max_duration, shuffle=True, seed=cfg.seed, num_buckets=cfg.num_buckets)
     sampler.set_epoch(0)
-    dataset = CtcDataset(sp, cmvn, cfg.spec_augment)
+    dataset = CtcDataset(sp, cmvn, TrainingAugment(cfg.spec_augment))
     count = 4 if quick else 12
     cut_batches = []
     for cut_batch in sampler:

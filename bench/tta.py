@@ -29,7 +29,7 @@ from neurosel.inference import feature_batches
 from neurosel.model import load_model
 from neurosel.recipe import layout
 from neurosel.saliency.running import RunningOnRate
-from neurosel.train.data import load_cmvn
+from neurosel.data.batches import load_cmvn
 
 TARGET = 0.1  # CPU-s per audio second for 10 steps (issue 19)
 STEPS = (1, 5, 10)

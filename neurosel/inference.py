@@ -15,7 +15,7 @@ import torch
 from lhotse import CutSet
 from lhotse.dataset.collation import collate_features
 
-from neurosel.train.data import apply_cmvn
+from neurosel.data.batches import apply_cmvn
 
 # Seconds of audio per inference batch (decoding, saliency statistics, pruning speed). The first conv
 # block's output is 10240 floats per output frame, some 200 MiB for a 200 s batch: glibc's malloc

@@ -29,7 +29,7 @@ from neurosel.recipe.pseudo_labels import (KeptLabels, PseudoCtcDataset, PseudoL
                                            pseudo_label_report, read_pseudo_labels, select_pseudo_labels)
 from neurosel.saliency.classify import ClassifyConfig, classify, neurons_of
 from neurosel.saliency.stats import collect_stats
-from neurosel.train.data import load_bpe, load_cmvn
+from neurosel.data.batches import load_bpe, load_cmvn
 from neurosel.train.loop import train_step
 
 COND = "x"

@@ -17,7 +17,8 @@ from lhotse import load_manifest
 from neurosel import config as C
 from neurosel.bin.train import main as train_main
 from neurosel.errors import NeuroselError
-from neurosel.train import TrainConfig, make_sampler, train
+from neurosel.data.batches import make_sampler
+from neurosel.train import TrainConfig, train
 from neurosel.train.checkpoint import list_checkpoints
 from neurosel.train.distributed import Launch, ProcessGroup, launch_from_env
 

@@ -18,7 +18,7 @@ from scipy.signal import resample_poly
 from fixtures_speech import synthesise
 from neurosel.data.prepare import PrepareConfig, split_sources
 from neurosel.errors import NeuroselError
-from neurosel.train.data import load_cmvn
+from neurosel.data.batches import load_cmvn
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = ["turn on the kitchen light", "what time is it", "play some music please",

@@ -20,7 +20,7 @@ from neurosel.prune import fc_widths, mask_neurons
 from neurosel.recipe.neuron_table import read_neurons_tsv
 from neurosel.stage import STALE
 from neurosel.recipe.prune_stage import PruneStageConfig, build_system, choose_reference, plan_systems
-from neurosel.train.data import load_cmvn
+from neurosel.data.batches import load_cmvn
 
 OVERRIDES = ["reference_set=pooled", "speed_utterances=2", "speed_repeats=1", "curve_fractions=[0.25]",
              "curve_orders=[hyper_hypo,magnitude]", "nofold=[hyper_hypo,random]"]

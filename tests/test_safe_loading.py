@@ -25,7 +25,7 @@ from neurosel.model import load_model
 from neurosel.saliency.stats import load_stats
 from neurosel.saliency.taylor import load_taylor
 from neurosel.train.checkpoint import load_checkpoint
-from neurosel.train.data import load_cmvn
+from neurosel.data.batches import load_cmvn
 
 PACKAGE = Path(__file__).resolve().parents[1] / "neurosel"
 

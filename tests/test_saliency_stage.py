@@ -20,7 +20,7 @@ from neurosel.recipe.saliency_stage import reference_sets
 from neurosel.report.markdown import selection_note
 from neurosel.saliency.stats import load_stats
 from neurosel.stage import STALE
-from neurosel.train.data import load_bpe
+from neurosel.data.batches import load_bpe
 
 # fast settings: a few Taylor utterances, and percentile classes so an untrained model has some
 OVERRIDES = ["taylor_utterances=6", "taylor_max_duration=20.0", "classify.mode=percentile",

@@ -16,10 +16,10 @@ from neurosel import config as C
 from neurosel.bin.train import main as train_main
 from neurosel.errors import NeuroselError
 from neurosel.model import ModelConfig, build_model, load_model
-from neurosel.train import (CtcDataset, FeatureWarpConfig, TrainConfig, ctc_loss_sum, load_bpe, load_cmvn, make_sampler,
-                            train)
+from neurosel.data.batches import CtcDataset, load_bpe, load_cmvn, make_sampler
+from neurosel.train import FeatureWarpConfig, TrainConfig, ctc_loss_sum, train
 from neurosel.train.checkpoint import list_checkpoints
-from neurosel.train.data import stretch_time, warp_frequency
+from neurosel.train.augment import TrainingAugment, stretch_time, warp_frequency
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "egs" / "synth" / "conf"
@@ -168,10 +168,10 @@ def test_feature_warp_perturbs_each_training_utterance(tiny_speech: TinySpeech) 
     cuts = load_manifest(tiny_speech.fbank_dir / "cuts_train.jsonl.gz").subset(first=4)
     sp, cmvn = load_bpe(tiny_speech.lang_dir), load_cmvn(tiny_speech.fbank_dir / "cmvn.npz")
     plain = CtcDataset(sp, cmvn)[cuts]
-    off = CtcDataset(sp, cmvn, feature_warp=FeatureWarpConfig(enabled=False))[cuts]
+    off = CtcDataset(sp, cmvn, TrainingAugment(feature_warp=FeatureWarpConfig(enabled=False)))[cuts]
     torch.testing.assert_close(off.feats, plain.feats)
     torch.manual_seed(1)
-    warped = CtcDataset(sp, cmvn, feature_warp=FeatureWarpConfig(enabled=True, freq_warp=0.2, time_stretch=0.2))[cuts]
+    warped = CtcDataset(sp, cmvn, TrainingAugment(feature_warp=FeatureWarpConfig(enabled=True, freq_warp=0.2, time_stretch=0.2)))[cuts]
     assert torch.equal(warped.targets, plain.targets) and warped.cut_ids == plain.cut_ids
     assert not torch.equal(warped.feat_lens, plain.feat_lens)
     assert torch.all(warped.feat_lens >= (plain.feat_lens / 1.2).floor())
@@ -182,7 +182,7 @@ def test_feature_warp_perturbs_each_training_utterance(tiny_speech: TinySpeech) 
             torch.testing.assert_close(warped.feats[i, n:], ((LOG_EPSILON - cmvn[0]) / cmvn[1]).expand(
                 warped.feats.shape[1] - n, -1))
     torch.manual_seed(1)
-    again = CtcDataset(sp, cmvn, feature_warp=FeatureWarpConfig(enabled=True, freq_warp=0.2, time_stretch=0.2))[cuts]
+    again = CtcDataset(sp, cmvn, TrainingAugment(feature_warp=FeatureWarpConfig(enabled=True, freq_warp=0.2, time_stretch=0.2)))[cuts]
     torch.testing.assert_close(again.feats, warped.feats)  # torch's RNG (saved in checkpoints) drives it
 
 

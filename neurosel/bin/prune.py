@@ -42,7 +42,7 @@ from neurosel.recipe.neuron_table import read_neurons_tsv
 from neurosel.recipe.prune_stage import (SUMMARY_HEADER, PruneStageConfig, SystemPlan, build_system, choose_reference,
                                          decode_sets, format_rows, plan_systems, summary_rows)
 from neurosel.stage import fingerprint, require, run_once, status, status_code
-from neurosel.train.data import load_cmvn
+from neurosel.data.batches import load_cmvn
 
 log = logging.getLogger("neurosel.prune")
 

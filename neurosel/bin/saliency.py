@@ -36,7 +36,7 @@ from neurosel.recipe.saliency_stage import (SaliencyStageConfig, analyse_referen
                                             reference_stats, summary_table, taylor_stats, write_overlap)
 from neurosel.saliency.taylor import load_taylor, save_taylor
 from neurosel.stage import fingerprint, require, run_once, status, status_code
-from neurosel.train.data import CtcDataset, load_bpe, load_cmvn
+from neurosel.data.batches import CtcDataset, load_bpe, load_cmvn
 
 log = logging.getLogger("neurosel.saliency")
 

@@ -19,7 +19,7 @@ from neurosel.errors import NeuroselError
 from neurosel.model import load_model
 from neurosel.recipe import layout
 from neurosel.stage import fingerprint, mark_done, run_once, status
-from neurosel.train.data import load_cmvn
+from neurosel.data.batches import load_cmvn
 
 log = logging.getLogger("neurosel.decode")
 

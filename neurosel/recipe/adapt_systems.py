@@ -51,7 +51,7 @@ from neurosel.adapt.select import (Selection, apply_selection, blind_selection, 
 from neurosel.errors import NeuroselError
 from neurosel.fc import FcSpec
 from neurosel.recipe.pseudo_labels import PseudoLabelConfig
-from neurosel.train.data import Batch
+from neurosel.data.batches import Batch
 from neurosel.train.loop import evaluate, train_step
 
 log = logging.getLogger(__name__)

@@ -53,7 +53,7 @@ from neurosel.recipe.pseudo_labels import (PseudoCtcDataset, merge_pseudo_labels
                                            read_pseudo_labels, select_pseudo_labels)
 from neurosel.saliency.classify import neurons_of
 from neurosel.stage import run_once
-from neurosel.train.data import load_bpe, load_cmvn, make_sampler
+from neurosel.data.batches import load_bpe, load_cmvn, make_sampler
 
 log = logging.getLogger("neurosel.adapt")
 

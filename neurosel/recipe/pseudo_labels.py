@@ -25,7 +25,7 @@ from lhotse.dataset.collation import collate_features
 from neurosel.data.kaldi_dir import read_table
 from neurosel.errors import NeuroselError
 from neurosel.score import read_text
-from neurosel.train.data import Batch, apply_cmvn
+from neurosel.data.batches import Batch, apply_cmvn
 
 
 @dataclass

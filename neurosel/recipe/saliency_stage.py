@@ -41,7 +41,7 @@ from neurosel.saliency.compare import compare_criteria, selection_jaccard
 from neurosel.saliency.criteria import CRITERIA, CriterionInputs, score_all
 from neurosel.saliency.stats import NeuronStats, StatsConfig, collect_stats, load_stats, merge, save_stats
 from neurosel.saliency.taylor import TaylorConfig, TaylorStats, collect_taylor
-from neurosel.train.data import Batch, CtcDataset, make_sampler
+from neurosel.data.batches import Batch, CtcDataset, make_sampler
 from neurosel.train.loop import ctc_loss_sum
 
 TAYLOR_CRITERIA = ("taylor1", "taylor2")

@@ -81,7 +81,7 @@ from neurosel.shift import (NEURON_SIGNALS, OUTPUT_SIGNALS, LabelledSet, LocoSco
                             ShiftCollector, ShiftConfig, ShiftSignals, WerPrediction, WerPredictor, fit_wer,
                             layer_references, leave_one_condition_out, loco_splits, utterance_spearman,
                             verdict)
-from neurosel.train.data import load_cmvn
+from neurosel.data.batches import load_cmvn
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from neurosel.recipe.adapt_systems import close_phase, open_phase, random_neuron
 from neurosel.recipe.adapt_units import load_neurons
 from neurosel.saliency.running import RunningOnRate
 from neurosel.score import score
-from neurosel.train.data import load_cmvn
+from neurosel.data.batches import load_cmvn
 
 log = logging.getLogger(__name__)
 

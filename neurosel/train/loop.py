@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Iterable
 import torch
 from torch import nn
 
-from neurosel.train.data import Batch
+from neurosel.data.batches import Batch
 
 if TYPE_CHECKING:
     from neurosel.train.distributed import ProcessGroup

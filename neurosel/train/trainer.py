@@ -41,13 +41,13 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from neurosel.config import save
+from neurosel.data.batches import Batch, CtcDataset, load_bpe, load_cmvn, make_sampler
 from neurosel.errors import NeuroselError
 from neurosel.io import torch_load
 from neurosel.model import ModelConfig, build_model, fold_norms, save_model
+from neurosel.train.augment import FeatureWarpConfig, SpecAugmentConfig, TrainingAugment
 from neurosel.train.checkpoint import (average_model_states, list_checkpoints, load_checkpoint, restore_rng_state,
                                        rng_state, save_checkpoint, seed_rngs)
-from neurosel.train.data import (Batch, CtcDataset, FeatureWarpConfig, SpecAugmentConfig, load_bpe, load_cmvn,
-                                 make_sampler)
 from neurosel.train.distributed import SINGLE, ProcessGroup, backend, process_seed
 from neurosel.train.loop import evaluate, train_step
 from neurosel.train.plot import plot_losses
@@ -300,7 +300,7 @@ def start_run(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: 
     bar = tqdm(total=cfg.max_steps or None, initial=progress.step, desc="train", unit="step",
                disable=True if quiet else None)
     return Run(cfg, exp_dir, group, model, group.wrap(model), params, optimizer, scheduler,
-               sampler, CtcDataset(sp, cmvn, cfg.spec_augment, cfg.feature_warp), dev_sampler, CtcDataset(sp, cmvn),
+               sampler, CtcDataset(sp, cmvn, TrainingAugment(cfg.spec_augment, cfg.feature_warp)), dev_sampler, CtcDataset(sp, cmvn),
                progress, writer, bar, elapsed_before=progress.elapsed_s,
                window={"t": time.monotonic(), "frames": 0, "losses": []})
 
