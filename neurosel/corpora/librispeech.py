@@ -33,9 +33,9 @@ from lhotse.recipes.librispeech import LIBRISPEECH, MINI_LIBRISPEECH
 
 from neurosel import config as C
 from neurosel.corpora.conditions import ConditionConfig, check_rate, corrupt, halves, render
-from neurosel.data.prepare import SPLIT_NAME
 from neurosel.errors import NeuroselError
 from neurosel.io import atomic_path
+from neurosel.recipe import layout
 from neurosel.stage import run_once
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class LibriSpeechConfig:
         if not self.train_parts:
             raise ValueError("train_parts is empty")
         for name in list(self.conditions) + list(self.natural):
-            if not SPLIT_NAME.match(f"ood_{name}"):
+            if not layout.is_split_name(layout.ood_set(name)):
                 raise ValueError(f"condition '{name}': use lower-case letters and '_'")
         if set(self.conditions) & set(self.natural):
             raise ValueError(f"conditions and natural share a name: {sorted(set(self.conditions) & set(self.natural))}")
@@ -195,9 +195,9 @@ def _write_split(split_dir: Path, recordings: RecordingSet, supervisions: Superv
 
 def _subset_key(split: str) -> str:
     """The ``subset`` key of a split: train, dev, test, ood_adapt or ood."""
-    if split.startswith("ood_adapt_"):
+    if layout.is_adapt_set(split):
         return "ood_adapt"
-    return "ood" if split.startswith("ood_") else split
+    return "ood" if layout.is_ood_set(split) else split
 
 
 def _part_splits(cfg: LibriSpeechConfig) -> dict[str, list[str]]:

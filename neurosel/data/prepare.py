@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +24,10 @@ from neurosel.data.kaldi_dir import AudioCheck, audio_problems, validate_data_di
 from neurosel.data.kaldi_export import export_files, kaldi_rules_problems
 from neurosel.errors import NeuroselError
 from neurosel.io import atomic_dir, atomic_path
+from neurosel.recipe import layout
 
 log = logging.getLogger(__name__)
 
-# DESIGN.md split names; a condition is lower-case letters and underscores (run.sh lists test sets so)
-SPLIT_NAME = re.compile(r"^(train|dev|test|ood_adapt_[a-z][a-z_]*|ood_[a-z][a-z_]*)$")
 # Kaldi data dir files Lhotse's importer reads besides wav.scp (reco2dur comes from validation)
 _KALDI_FILES = ("wav.scp", "text", "utt2spk", "segments", "spk2gender", "utt2lang")
 
@@ -94,15 +92,15 @@ def split_sources(cfg: PrepareConfig, base_dir: str | Path = ".") -> dict[str, S
         raise NeuroselError("prepare config names no splits (set splits, kaldi_root or manifest_root; "
                             "for a new recipe, edit its conf/corpus.yaml)")
     for name in sources:
-        if not SPLIT_NAME.match(name):
+        if not layout.is_split_name(name):
             raise NeuroselError(f"split '{name}': not a split name (train, dev, test, ood_adapt_<condition>, "
                                 "ood_<condition>; a condition is lower-case letters and '_')")
     for required in ("train", "dev"):
         if required not in sources:
             raise NeuroselError(f"prepare config has no '{required}' split (found: {', '.join(sources)})")
     for name in sources:
-        if name.startswith("ood_adapt_") and f"ood_{name[len('ood_adapt_'):]}" not in sources:
-            raise NeuroselError(f"split '{name}' has no test set 'ood_{name[len('ood_adapt_'):]}'")
+        if layout.is_adapt_set(name) and layout.ood_set(layout.condition_of(name)) not in sources:
+            raise NeuroselError(f"split '{name}' has no test set '{layout.ood_set(layout.condition_of(name))}'")
     return sources
 
 

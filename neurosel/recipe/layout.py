@@ -62,6 +62,12 @@ def is_test_set(name: str) -> bool:
     return name == TEST or is_ood_set(name)
 
 
+def is_split_name(name: str) -> bool:
+    """True for a split name of DESIGN.md: ``train``, ``dev``, ``test``, ``ood_adapt_<c>``,
+    ``ood_<c>``, a condition ``c`` being lower-case letters and underscores."""
+    return SPLIT_NAME.match(name) is not None
+
+
 def condition_of(name: str) -> str:
     """``c`` of ``ood_adapt_<c>`` or ``ood_<c>``; ValueError for an in-domain split."""
     for prefix in (_ADAPT, _OOD):
