@@ -206,3 +206,49 @@ def pending_jobs_path(adapt_root: str | Path, what: str) -> Path:
     """``<exp>/adapt/log/pending.<what>``: stage 7's plan of the jobs left to run (``tunes`` or
     ``units``), one line of unit numbers per launcher job."""
     return Path(adapt_root) / "log" / f"pending.{what}"
+
+
+# The shift command (neurosel.recipe.shift, issue 18): exp/shift/ holds what ``fit`` writes, a
+# scored audio's out dir what ``score`` writes. Severity sets (neurosel.recipe.severity, opt-in)
+# are test-only sets ``sev_<c>.<level>`` made from ``test``: their features in data/severity/,
+# their baseline decodes in exp/shift/severity/decode/<set>/.
+SHIFT_SIGNALS, SHIFT_EVALUATION, SHIFT_PREDICTOR = "signals.tsv", "evaluation.json", "predictor.json"
+SHIFT_UTTERANCES, SHIFT_SUMMARY, SHIFT_PLOT = "utterances.tsv", "summary.json", "shift.png"
+_SEVERITY = "sev_"
+SEVERITY_NAME = re.compile(r"^sev_(?P<condition>[a-z][a-z_]*)\.(?P<level>[a-z0-9_]+)$")
+
+
+def shift_dir(exp_dir: str | Path) -> Path:
+    """``<exp>/shift``: the shift command's fitted predictor and its evaluation."""
+    return Path(exp_dir) / "shift"
+
+
+def severity_set(condition: str, level: str) -> str:
+    """``sev_<condition>.<level>``: a test-only set of ``test`` degraded by ``condition`` at ``level``."""
+    name = f"{_SEVERITY}{condition}.{level}"
+    if SEVERITY_NAME.match(name) is None:
+        raise ValueError(f"'{name}' is not a severity set name (sev_<condition>.<level>, [a-z0-9_])")
+    return name
+
+
+def is_severity_set(name: str) -> bool:
+    """True for ``sev_<c>.<level>``."""
+    return SEVERITY_NAME.match(name) is not None
+
+
+def severity_condition(name: str) -> str:
+    """``c`` of ``sev_<c>.<level>``; ValueError for any other name."""
+    m = SEVERITY_NAME.match(name)
+    if m is None:
+        raise ValueError(f"'{name}' is not a severity set")
+    return m.group("condition")
+
+
+def severity_data_dir(workdir: str | Path) -> Path:
+    """``<workdir>/data/severity``: the severity sets' wavs, cuts and features (CMVN: stage 1's)."""
+    return Path(workdir) / "data" / "severity"
+
+
+def severity_decode_dir(exp_dir: str | Path) -> Path:
+    """``<exp>/shift/severity/decode``: the baseline's decodes of the severity sets."""
+    return shift_dir(exp_dir) / "severity" / "decode"

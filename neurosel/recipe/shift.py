@@ -47,8 +47,8 @@ with stage 1's settings) or a cut set (``neurosel.recipe.shift_data``) and write
   the in-domain ``test`` utterances.
 
 Each file is written atomically, ``summary.json`` last, and only after everything was computed.
-Names this module adds to ``neurosel.recipe.layout``'s: ``exp/shift/``, its three files, the three
-output files, ``data/fbank/features.yaml`` and ``data/manifests/prepare.yaml`` (the resolved configs
+``exp/shift/`` and the names of its files and of the output files are ``neurosel.recipe.layout``'s;
+this module also reads ``data/fbank/features.yaml`` and ``data/manifests/prepare.yaml`` (the resolved configs
 stages 1 and 0 save), ``exp/baseline/model.pt``, ``exp/saliency/dev/stats.pt`` and a decode dir's
 ``wer``/``errs.txt``.
 """
@@ -85,9 +85,8 @@ from neurosel.data.batches import load_cmvn
 
 log = logging.getLogger(__name__)
 
-SHIFT = "shift"
-SIGNALS_TSV, PREDICTOR_JSON, EVALUATION_JSON = "signals.tsv", "predictor.json", "evaluation.json"
-UTTERANCES_TSV, SUMMARY_JSON, PLOT_PNG = "utterances.tsv", "summary.json", "shift.png"
+SIGNALS_TSV, PREDICTOR_JSON, EVALUATION_JSON = layout.SHIFT_SIGNALS, layout.SHIFT_PREDICTOR, layout.SHIFT_EVALUATION
+UTTERANCES_TSV, SUMMARY_JSON, PLOT_PNG = layout.SHIFT_UTTERANCES, layout.SHIFT_SUMMARY, layout.SHIFT_PLOT
 IN_DOMAIN = "in_domain"  # the condition of dev and test
 POOLED_SIGNALS = NEURON_SIGNALS + OUTPUT_SIGNALS
 COMBINED = "combined"
@@ -131,7 +130,7 @@ class RecipeFiles:
     @property
     def shift(self) -> Path:
         """``exp/shift``: what ``fit`` writes."""
-        return self.exp / SHIFT
+        return layout.shift_dir(self.exp)
 
     def decode(self, set_name: str) -> Path:
         """The baseline's stage 4 decode dir of ``set_name``."""
