@@ -22,6 +22,8 @@ run's state every ``checkpoint_every`` utterances), from which a killed run resu
 from __future__ import annotations
 
 import logging
+import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +41,7 @@ from neurosel.decode.run import DecodeStageConfig, load_cuts, references
 from neurosel.errors import NeuroselError
 from neurosel.fc import FcSpec, fc_widths
 from neurosel.inference import feature_batches
-from neurosel.io import torch_load, torch_save, write_text
+from neurosel.io import atomic_path, torch_load, torch_save, write_text
 from neurosel.model import load_model
 from neurosel.recipe import layout
 from neurosel.recipe.adapt_systems import close_phase, open_phase, random_neurons
@@ -119,6 +121,49 @@ def stream_items(fbank: Path, target: str, seed: int) -> list[tuple[str, Any]]:
     cuts = {s: {c.id: c for c in load_cuts(fbank, s)} for s in sets}
     order = interleave({s: sorted(ids) for s, ids in cuts.items()}, int(target[len("stream"):]), seed)
     return [(s, cuts[s][cut_id]) for s, cut_id in order]
+
+
+def run_inputs(run: TtaRun, model: Path, lang: Path, fbank: Path, decode_yaml: Path,
+               saliency: Path) -> list[Path]:
+    """The files a run reads (its fingerprint's inputs), checked to exist: a missing one is a
+    ``NeuroselError`` naming it, so that ``status`` stops a step before it launches the run."""
+    if run.target.startswith("stream"):
+        sets = [s for s in layout.test_sets(fbank) if layout.is_ood_set(s)]
+        if not sets:
+            raise NeuroselError(f"{fbank}: no ood_<condition> test set to build a stream from")
+    else:
+        sets = [run.target]
+    inputs = [model, layout.decoding_graph(lang), lang / "words.txt", lang / "tokens.txt", decode_yaml,
+              layout.cmvn_path(fbank), *(layout.cuts_path(fbank, s) for s in sets)]
+    if run.moves == "selective" and run.source == "condition":
+        inputs += [saliency / layout.adapt_set(layout.condition_of(s)) / "neurons.tsv"
+                   for s in sets if layout.is_ood_set(s)]
+    for path in inputs:
+        if not path.is_file():
+            raise NeuroselError(f"{path}: no such file (needed by tta {run.system} on {run.target})")
+    return inputs
+
+
+def subset_fbank(fbank: Path, out: Path, per_set: int, seed: int) -> list[str]:
+    """A fixed, seeded subset of every split of ``fbank`` but train in ``out`` (``per_set``
+    utterances of each, drawn from ``seed`` and the split's name, so the same for every system
+    run on it and unchanged when other splits are added), with the same CMVN and features (the
+    cuts keep their storage paths). Returns the splits written."""
+    if per_set < 1:
+        raise NeuroselError(f"tta subset: --per-set must be >= 1, got {per_set}")
+    names = [s for s in layout.splits(fbank) if s != "train"]
+    if not names:
+        raise NeuroselError(f"{fbank}: no cuts_<split>.jsonl.gz to take a subset of")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        cuts = load_cuts(fbank, name)
+        ids = sorted(cuts.ids)
+        keep = set(random.Random(f"{seed}:{name}").sample(ids, min(per_set, len(ids))))
+        with atomic_path(layout.cuts_path(out, name)) as tmp:
+            CutSet.from_cuts([c for c in sorted(cuts, key=lambda c: c.id) if c.id in keep]).to_file(tmp)
+    with atomic_path(layout.cmvn_path(out)) as tmp:
+        shutil.copyfile(layout.cmvn_path(fbank), tmp)
+    return names
 
 
 def _forward(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
