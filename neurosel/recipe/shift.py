@@ -77,6 +77,7 @@ from neurosel.recipe import layout
 from neurosel.recipe.shift_data import load_audio
 from neurosel.report.collect import read_utterance_counts, read_wer
 from neurosel.saliency.stats import NeuronStats, load_stats
+from neurosel.stage import clear, fingerprint, mark_done, status
 from neurosel.shift import (NEURON_SIGNALS, OUTPUT_SIGNALS, LabelledSet, LocoScore, NeuronSignalConfig,
                             ShiftCollector, ShiftConfig, ShiftSignals, WerPrediction, WerPredictor, fit_wer,
                             layer_references, leave_one_condition_out, loco_splits, utterance_spearman,
@@ -133,8 +134,18 @@ class RecipeFiles:
         return layout.shift_dir(self.exp)
 
     def decode(self, set_name: str) -> Path:
-        """The baseline's stage 4 decode dir of ``set_name``."""
+        """The baseline's decode dir of ``set_name``: stage 4's, or the severity sets' for a
+        ``sev_<c>.<level>``."""
+        if layout.is_severity_set(set_name):
+            return layout.severity_decode_dir(self.exp) / set_name
         return layout.decode_dir(self.exp, layout.BASELINE) / set_name
+
+    def cuts(self, set_name: str) -> Path:
+        """The cuts with features of ``set_name``: stage 1's, or the severity sets' for a
+        ``sev_<c>.<level>``."""
+        if layout.is_severity_set(set_name):
+            return layout.cuts_path(layout.severity_data_dir(self.workdir) / "fbank", set_name)
+        return layout.cuts_path(self.fbank, set_name)
 
 
 @dataclass
@@ -181,25 +192,38 @@ def collect_signals(sm: ShiftModel, cuts: CutSet) -> ShiftSignals:
 # ---------------------------------------------------------------------------------------- fit
 
 
-def labelled_set_names(files: RecipeFiles) -> list[str]:
-    """``dev``, ``test`` and each ``ood_<c>`` of the run that has a stage 4 baseline WER."""
+def labelled_set_names(files: RecipeFiles, severity: bool = False) -> list[str]:
+    """``dev``, ``test`` and each ``ood_<c>`` of the run that has a stage 4 baseline WER; with
+    ``severity``, also each severity set ``sev_<c>.<level>`` that has a decoded WER
+    (``neurosel.recipe.severity``)."""
     names = [layout.DEV, layout.TEST] + [s for s in layout.test_sets(files.fbank) if layout.is_ood_set(s)]
+    if severity:
+        built = [s for s in layout.splits(layout.severity_data_dir(files.workdir) / "fbank")
+                 if layout.is_severity_set(s)]
+        if not built:
+            raise NeuroselError(f"{layout.severity_data_dir(files.workdir) / 'fbank'}: no severity sets (build them "
+                                "first: python -m neurosel.bin.shift severity <work-dir>)")
+        names += built
     return [n for n in names if (files.decode(n) / "wer").is_file()]
 
 
 def condition(set_name: str) -> str:
-    """``in_domain`` for ``dev`` and ``test``, ``c`` for ``ood_<c>``."""
+    """``in_domain`` for ``dev`` and ``test``, ``c`` for ``ood_<c>`` and for ``sev_<c>.<level>``
+    (a condition's severity sets are held out with its test set)."""
+    if layout.is_severity_set(set_name):
+        return layout.severity_condition(set_name)
     return layout.condition_of(set_name) if layout.is_ood_set(set_name) else IN_DOMAIN
 
 
-def measure_sets(files: RecipeFiles, sm: ShiftModel) -> tuple[list[LabelledSet], dict[str, ShiftSignals]]:
+def measure_sets(files: RecipeFiles, sm: ShiftModel,
+                 severity: bool = False) -> tuple[list[LabelledSet], dict[str, ShiftSignals]]:
     """The labelled sets (set-level signals and measured WER) and each set's per-utterance signals."""
-    names = labelled_set_names(files)
+    names = labelled_set_names(files, severity)
     if layout.TEST not in names:
         raise NeuroselError(f"{files.decode(layout.TEST) / 'wer'}: no such file (the in-domain WER; run stage 4)")
     sets, signals = [], {}
     for name in names:
-        cuts = CutSet.from_file(_require(layout.cuts_path(files.fbank, name))).to_eager()
+        cuts = CutSet.from_file(_require(files.cuts(name))).to_eager()
         signals[name] = collect_signals(sm, cuts)
         wer = read_wer(files.decode(name) / "wer")[0]
         sets.append(LabelledSet(name, condition(name), signals[name].set_values(), wer))
@@ -269,19 +293,37 @@ def best(candidates: Sequence[Candidate]) -> Candidate:
     return min(judged, key=lambda c: c.score.mae)  # type: ignore[union-attr]
 
 
+def fit_digest(files: RecipeFiles, ridge: float, level: float, severity: bool) -> str:
+    """The marker hash of ``fit``: its options, the model, the reference statistics and each
+    labelled set's cuts and scored decode."""
+    names = labelled_set_names(files, severity)
+    inputs = [files.model, files.stats] + [p for n in names for p in (files.cuts(n), files.decode(n) / "wer",
+                                                                      files.decode(n) / "errs.txt")]
+    return fingerprint({"ridge": ridge, "level": level, "severity": severity, "sets": names}, inputs)
+
+
+def fit_status(workdir: str | Path, out_dir: str | Path | None = None, ridge: float = 0.0, level: float = 0.9,
+               severity: bool = False) -> str:
+    """``status`` of ``fit`` in ``out_dir``: done, stale or new (``neurosel.stage.status``)."""
+    files = RecipeFiles(Path(workdir))
+    out = Path(out_dir) if out_dir is not None else files.shift
+    return status(out, fit_digest(files, ridge, level, severity))
+
+
 def fit_recipe(workdir: str | Path, out_dir: str | Path | None = None, ridge: float = 0.0,
-               level: float = 0.9) -> dict[str, Any]:
+               level: float = 0.9, severity: bool = False) -> dict[str, Any]:
     """Measure, judge and fit as the module docs say; write ``signals.tsv``, ``evaluation.json``
-    and ``predictor.json`` into ``out_dir`` (default ``<workdir>/exp/shift``). Returns the
+    and ``predictor.json`` into ``out_dir`` (default ``<workdir>/exp/shift``). With ``severity``
+    the built severity sets join the recipe's sets (each in its condition). Returns the
     evaluation document."""
     files = RecipeFiles(Path(workdir))
     sm = load_shift_model(files)
-    sets, signals = measure_sets(files, sm)
+    sets, signals = measure_sets(files, sm, severity)
     candidates = evaluate(sets, ridge, level)
     chosen = best(candidates)
     predictor = fit_wer(sets, chosen.signals, ridge)
     test = next(s for s in sets if s.name == layout.TEST)
-    evaluation = {"level": level, "ridge": ridge, "chosen": chosen.name, "constant_mae": constant_mae(sets),
+    evaluation = {"level": level, "ridge": ridge, "severity": severity, "chosen": chosen.name, "constant_mae": constant_mae(sets),
                   "utterance_spearman": utterance_correlations(files, signals),
                   "sets": [_set_row(s, signals[s.name]) for s in sets],
                   "candidates": [_candidate_doc(c) for c in candidates]}
@@ -291,9 +333,11 @@ def fit_recipe(workdir: str | Path, out_dir: str | Path | None = None, ridge: fl
                     "utterances": {n: signals[layout.TEST].values[n].tolist() for n in predictor.signals}},
                 "model": str(files.model), "reference": str(files.stats), "sha256": sm.digests}
     out = Path(out_dir) if out_dir is not None else files.shift
+    clear(out)
     write_text(out / SIGNALS_TSV, _signals_tsv(sets, signals))
     write_json(out / EVALUATION_JSON, _finite(evaluation))
     write_json(out / PREDICTOR_JSON, document)
+    mark_done(out, fit_digest(files, ridge, level, severity), stage="shift fit")
     return evaluation
 
 
@@ -408,7 +452,7 @@ def score_audio(workdir: str | Path, source: str | Path, out_dir: str | Path,
     reference = [fitted.predictor.predict({n: float(v[i]) for n, v in in_domain.items()}, fitted.level).wer
                  for i in range(len(in_domain[fitted.predictor.signals[0]]))]
     in_sample = [n for n in fitted.predictor.fitted_on
-                 if Path(source).resolve() == layout.cuts_path(files.fbank, n).resolve()]
+                 if Path(source).resolve() == files.cuts(n).resolve()]
     if in_sample:
         log.warning("%s is set %s, which the predictor was fitted on: its prediction is in-sample (%s has "
                     "its held-out one)", source, in_sample[0], EVALUATION_JSON)
