@@ -17,6 +17,7 @@ from neurosel.report.markdown import (adaptation_section, cell, comparisons_sect
                                       pruning_section, table)
 from neurosel.report.plots import plot_adaptation_losses, plot_pruning_curve, plot_wer_bars
 from neurosel.report.results import Comparison, paper_comparisons, results_json
+from neurosel.report.shift_section import shift_section
 
 
 def git_revision(repo: Path) -> str:
@@ -137,6 +138,8 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
         figures.append(("Pseudo-label loss during adaptation", "adaptation_losses.png"))
 
 
+    shift_md, shift_figures = shift_section(layout.shift_dir(exp), plots)
+    figures += shift_figures
     findings = verdicts(summary, comparisons, ood, prune_info, layout.saliency_dir(exp))
     pseudo = []
     for c in conditions:
@@ -166,6 +169,7 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
           adaptation_section(summary, conditions),
           "## Paired bootstrap tests (utterances of every OOD test set)\n",
           comparisons_section(comparisons) if comparisons else "Not enough systems for the comparisons.\n",
+          "## WER predicted without transcripts (shift command)\n", shift_md,
           "## Plots\n", "\n".join(f"- [{title}](plots/{name})" for title, name in figures) + "\n"]
     text = "\n".join(md)
     write_text(exp / "RESULTS.md", text)
