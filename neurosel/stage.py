@@ -6,6 +6,8 @@ Every stage's command line (``neurosel.bin.<stage>``) answers the same protocol,
 - ``status``: exit ``UP_TO_DATE`` (0) when every output is up to date, ``STALE`` (3) when there
   is work to do, anything else on an error (1: a ``NeuroselError``, e.g. a broken config or a
   missing input; 2: a usage error), after which a step stops instead of launching jobs;
+  A single-job stage (prepare, lang, train) takes ``status`` as an optional first word before its
+  usual arguments (``split_action``); without it, it runs;
 - a job action (``--job J --num-jobs N``) that does its share of the work, skipping what is up to
   date; ``merge``, which joins the jobs' outputs and writes the markers; ``list``, which prints
   the stage's units of work, one per line.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -120,6 +123,35 @@ def status_code(name: str, out_dir: str | Path, todo: list[str], force: bool = F
         return STALE
     log.info("%s: up to date in %s, skipping (use --force to redo)", name, out_dir)
     return UP_TO_DATE
+
+
+_WHY = {"stale": "config or inputs changed since the last run", "new": "not run yet"}
+
+
+def why_redo(state: str) -> str:
+    """Why a stage in ``state`` (``status``'s answer) is to do: changed, not run yet, or ''."""
+    return _WHY.get(state, "")
+
+
+def split_action(argv: list[str] | None) -> tuple[str, list[str]]:
+    """``("status", rest)`` when a single-job stage's arguments start with ``status``, else
+    ``("run", argv)`` (``run`` may also be given explicitly)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("status", "run"):
+        return argv[0], argv[1:]
+    return "run", argv
+
+
+def single_status(name: str, out_dir: str | Path, config: Any, inputs: Iterable[str | Path],
+                  force: bool = False) -> int:
+    """``status`` of a single-job stage whose one output folder ``out_dir`` is marked by
+    ``run_once`` (or the same fingerprint): ``NeuroselError`` for a missing input, else
+    ``status_code`` saying whether it is new, stale or up to date."""
+    inputs = list(inputs)
+    require(inputs)
+    state = status(out_dir, fingerprint(config, inputs))
+    return status_code(name, out_dir, [] if state == "done" else [Path(out_dir).name], force,
+                       why_redo(state))
 
 
 def require(paths: Iterable[str | Path]) -> None:

@@ -25,5 +25,8 @@ Options:
 data=$1
 
 . steps/common.sh
+if up_to_date python -m neurosel.bin.prepare status $(config_opts) --base-dir "$base_dir" "$data"; then
+  exit 0
+fi
 run_step "$cmd --num-threads $nj" "$data/manifests/log/prepare.log" \
   python -m neurosel.bin.prepare $(config_opts) --nj "$nj" --base-dir "$base_dir" "$data"

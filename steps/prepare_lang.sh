@@ -24,5 +24,8 @@ texts=("${@:1:$#-1}")
 for t in "${texts[@]}"; do [ -f "$t" ] || { echo "$0: $t does not exist" >&2; exit 1; }; done
 
 . steps/common.sh
+if up_to_date python -m neurosel.bin.prepare_lang status $(config_opts) "${texts[@]}" "$lang"; then
+  exit 0
+fi
 run_step "$cmd" "$lang/log/prepare_lang.log" \
   python -m neurosel.bin.prepare_lang $(config_opts) "${texts[@]}" "$lang"

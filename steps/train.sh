@@ -34,6 +34,9 @@ Options:
 fbank=$1 lang=$2 dir=$3
 
 . steps/common.sh
+if up_to_date python -m neurosel.bin.train status $(config_opts) ${seed:+--seed $seed} "$fbank" "$lang" "$dir"; then
+  exit 0
+fi
 run_step "$cmd --num-threads $((num_threads * ${num_procs:-1}))" "$dir/log/job.log" \
   $(allocator_env) python -m neurosel.bin.train $(config_opts) ${seed:+--seed $seed} ${num_procs:+--num-procs $num_procs} \
     "$fbank" "$lang" "$dir"

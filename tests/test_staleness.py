@@ -20,6 +20,7 @@ import pytest
 from neurosel.bin import adapt as adapt_cli
 from neurosel.bin import decode as decode_cli
 from neurosel.bin import features as features_cli
+from neurosel.bin import prepare as prepare_cli
 from neurosel.bin import prepare_lang as lang_cli
 from neurosel.bin import prune as prune_cli
 from neurosel.bin import saliency as saliency_cli
@@ -246,6 +247,17 @@ def test_status_exit_codes_tell_up_to_date_stale_and_error_apart(recipe: Recipe)
     }
     changes = {"features": "num_mel_bins=40", "saliency": "taylor_utterances=50", "prune": "speed_repeats=2",
                "adapt": "steps=9"}
+    # the single-job stages take ``status`` as an optional first word
+    single = {
+        "prepare": (prepare_cli.main, ["--base-dir", str(recipe.w), str(recipe.data)], "max_duration=30"),
+        "lang": (lang_cli.main, [str(recipe.data / "local" / "lm_text"), lang], "lm_order=2"),
+        "train": (train_cli.main, ["--seed", str(recipe.seed), fbank, lang, str(e / "baseline")], "lr=0.5"),
+    }
+    for stage, (main, args, change) in single.items():
+        assert status_code(main, ["status", *recipe.conf(stage, {}), *args]) == UP_TO_DATE, stage
+        assert status_code(main, ["status", *recipe.conf(stage, {stage: [change]}), *args]) == STALE, stage
+        assert status_code(main, ["status", *recipe.conf(stage, {stage: ["no_such_key=1"]}), *args]) == 1, stage
+    assert status_code(lang_cli.main, ["status", *recipe.conf("lang", {}), str(recipe.w / "no_such_text"), lang]) == 1
     for stage, (main, args) in commands.items():
         assert status_code(main, ["status", *recipe.conf(stage, {}), *args]) == UP_TO_DATE, stage
         assert status_code(main, ["status", *recipe.conf(stage, {stage: [changes[stage]]}), *args]) == STALE, stage
@@ -265,12 +277,16 @@ def test_status_exit_codes_tell_up_to_date_stale_and_error_apart(recipe: Recipe)
 
 @pytest.mark.slow
 @pytest.mark.e2e
-@pytest.mark.parametrize("step", ["make_fbank", "decode", "saliency", "prune", "adapt"])
+@pytest.mark.parametrize("step", ["prepare_data", "prepare_lang", "make_fbank", "train", "decode", "saliency", "prune",
+                                  "adapt"])
 def test_a_step_with_a_broken_config_stops_before_launching_jobs(recipe: Recipe, step: str, tmp_path: Path) -> None:
     d, e, out = recipe.data, recipe.exp, tmp_path / "out"
     model = str(recipe.model)
     args = {
+        "prepare_data": ["--base-dir", str(recipe.w), str(out)],
+        "prepare_lang": [str(d / "local" / "lm_text"), str(out)],
         "make_fbank": [str(d), str(out)],
+        "train": [str(d / "fbank"), str(d / "lang"), str(out)],
         "decode": ["--sets", "dev", model, str(d / "fbank"), str(d / "lang"), str(out)],
         "saliency": [model, str(d / "fbank"), str(d / "lang"), str(out)],
         "prune": [model, str(d / "fbank"), str(d / "lang"), str(e / "saliency"), str(out)],

@@ -20,7 +20,7 @@ from neurosel import config as C
 from neurosel.cli import config_args, run_main, show_progress
 from neurosel.data.features import FeatureConfig, compute_job, merge_jobs, split_names
 from neurosel.recipe import layout
-from neurosel.stage import clear, fingerprint, mark_done, status, status_code
+from neurosel.stage import clear, fingerprint, mark_done, status, status_code, why_redo
 
 log = logging.getLogger("neurosel.features")
 
@@ -42,9 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.action == "status":
         state = status(args.fbank_dir, digest)
-        why = {"stale": "config or inputs changed since the last run", "new": "not run yet"}.get(state, "")
         return status_code("stage 1 (features)", args.fbank_dir, [] if state == "done" else names,
-                           args.force, why)
+                           args.force, why_redo(state))
     if args.action == "list":
         print("\n".join(names))
         return 0

@@ -1,4 +1,4 @@
-"""Stage 0: ``python -m neurosel.bin.prepare [--config conf/prepare.yaml] [--set k=v] <data-dir>``.
+"""Stage 0: ``python -m neurosel.bin.prepare [status] [--config conf/prepare.yaml] [--set k=v] <data-dir>``.
 
 Validates every split's source (Kaldi data dir or Lhotse manifests), writes Lhotse manifests and
 cuts to ``<data-dir>/manifests`` and a Kaldi export to ``<data-dir>/kaldi``.
@@ -13,7 +13,7 @@ from neurosel import config as C
 from neurosel.cli import config_args, run_main
 from neurosel.data.kaldi_dir import read_table
 from neurosel.data.prepare import PrepareConfig, prepare, split_sources
-from neurosel.stage import run_once
+from neurosel.stage import run_once, single_status, split_action
 
 
 def _inputs(cfg: PrepareConfig, base_dir: Path) -> list[Path]:
@@ -37,9 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-dir", type=Path, default=Path("."),
                         help="folder that relative paths in the config are relative to (the work dir)")
     parser.add_argument("data_dir", type=Path)
+    action, argv = split_action(argv)
     args = parser.parse_args(argv)
     cfg = C.resolve(PrepareConfig, args.config, args.overlay, "prepare", args.overrides)
     out = args.data_dir / "manifests"
+    if action == "status":
+        return single_status("stage 0 (prepare)", out, C.to_dict(cfg), _inputs(cfg, args.base_dir), args.force)
 
     def work() -> None:
         prepare(cfg, args.data_dir, num_jobs=args.nj, base_dir=args.base_dir)

@@ -1,4 +1,4 @@
-"""Stage 2: ``python -m neurosel.bin.prepare_lang [--config conf/lang.yaml] <train-text>... <lang-dir>``.
+"""Stage 2: ``python -m neurosel.bin.prepare_lang [status] [--config conf/lang.yaml] <train-text>... <lang-dir>``.
 
 Trains the sentencepiece BPE model on the transcripts of the Kaldi ``text`` file(s), writes the
 lexicon and symbol tables, estimates the Kneser-Ney n-gram LM and compiles the decoding graph
@@ -14,7 +14,7 @@ from pathlib import Path
 from neurosel import config as C
 from neurosel.cli import config_args, run_main
 from neurosel.lang.prepare import LangConfig, prepare_lang
-from neurosel.stage import run_once
+from neurosel.stage import run_once, single_status, split_action
 
 log = logging.getLogger("neurosel.bin.prepare_lang")
 
@@ -25,8 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="redo even if up to date")
     parser.add_argument("text", type=Path, nargs="+", help="Kaldi text file(s): utt-id words...")
     parser.add_argument("lang_dir", type=Path)
+    action, argv = split_action(argv)
     args = parser.parse_args(argv)
     cfg = C.resolve(LangConfig, args.config, args.overlay, "lang", args.overrides)
+    if action == "status":
+        return single_status("stage 2 (lang)", args.lang_dir, C.to_dict(cfg), args.text, args.force)
 
     def work() -> None:
         sizes = prepare_lang(args.text, args.lang_dir, cfg)

@@ -1,4 +1,4 @@
-"""Stage 3: ``python -m neurosel.bin.train [--config conf/train.yaml] [--overlay conf/tiny.yaml]
+"""Stage 3: ``python -m neurosel.bin.train [status] [--config conf/train.yaml] [--overlay conf/tiny.yaml]
 [--set key=value] [--seed N] [--num-procs N] [--quiet] <fbank-dir> <lang-dir> <exp-dir>``.
 
 Trains the CNN CTC model on ``<fbank-dir>/cuts_train.jsonl.gz`` (validating on ``cuts_dev``) with
@@ -25,7 +25,7 @@ from neurosel.cli import config_args, run_main, show_progress
 from neurosel.errors import NeuroselError
 from neurosel.lang.bpe import load_bpe, unknown_characters
 from neurosel.recipe import layout
-from neurosel.stage import clear, fingerprint, mark_done, status
+from neurosel.stage import clear, fingerprint, mark_done, single_status, split_action, status
 from neurosel.train import TrainConfig, train
 from neurosel.train.checkpoint import list_checkpoints
 from neurosel.train.distributed import SINGLE, ProcessGroup, join, launch_from_env, leave, spawn
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("fbank_dir", type=Path, help="stage 1 output: cuts_{train,dev}.jsonl.gz, cmvn.npz")
     parser.add_argument("lang_dir", type=Path, help="stage 2 output: bpe.model")
     parser.add_argument("exp_dir", type=Path, help="output: checkpoints, model.pt, logs")
+    action, argv = split_action(argv)
     args = parser.parse_args(argv)
     overrides = (args.overrides + ([f"seed={args.seed}"] if args.seed is not None else [])
                  + ([f"num_procs={args.num_procs}"] if args.num_procs is not None else []))
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in inputs:
         if not path.is_file():
             raise NeuroselError(f"{path}: no such file (run the earlier stages first)")
+    if action == "status":
+        return single_status("stage 3 (train)", args.exp_dir, stage_config(cfg), inputs, args.force)
     launch = launch_from_env()
     group = join(launch) if launch is not None else SINGLE
     try:
