@@ -229,12 +229,13 @@ def test_score_all_scores_what_its_inputs_allow():
 def test_the_science_core_imports_without_lhotse_or_the_recipe():
     code = (
         "import sys\n"
-        "sys.modules['lhotse'] = None\n"  # any import of lhotse now raises ImportError
-        "import neurosel.fc, neurosel.saliency, neurosel.prune, neurosel.adapt\n"
+        "for name in ('lhotse', 'sentencepiece', 'kaldiio', 'yaml', 'matplotlib'):\n"
+        "    sys.modules[name] = None\n"  # any import of them now raises ImportError
+        "import neurosel.fc, neurosel.saliency, neurosel.prune, neurosel.adapt, neurosel.shift\n"
         "loaded = sorted(m for m in sys.modules if m.startswith('neurosel.'))\n"
         "print(' '.join(loaded))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    allowed = ("neurosel.fc", "neurosel.saliency", "neurosel.prune", "neurosel.adapt", "neurosel.errors",
-               "neurosel.io")
+    allowed = ("neurosel.fc", "neurosel.saliency", "neurosel.prune", "neurosel.adapt", "neurosel.shift",
+               "neurosel.errors", "neurosel.io")
     assert out and all(m.startswith(allowed) for m in out), out

@@ -1,5 +1,5 @@
-"""The layers of DESIGN.md: the science core (``neurosel.fc``, ``saliency``, ``prune``, ``adapt``)
-imports only torch, numpy, the standard library and ``neurosel.{errors,io,fc}`` and its own
+"""The layers of DESIGN.md: the science core (``neurosel.fc``, ``saliency``, ``prune``, ``adapt``,
+``shift``) imports only torch, numpy, the standard library and ``neurosel.{errors,io,fc}`` and its own
 modules; ``neurosel.recipe.layout``, which the shell asks at every stage, only the standard
 library."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "neurosel"
-CORE = ("fc", "saliency", "prune", "adapt")
+CORE = ("fc", "saliency", "prune", "adapt", "shift")
 ALLOWED = {"torch", "numpy", "neurosel.errors", "neurosel.io", "neurosel.fc", *(f"neurosel.{p}" for p in CORE)}
 
 
