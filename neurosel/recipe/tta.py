@@ -147,8 +147,9 @@ def run_inputs(run: TtaRun, model: Path, lang: Path, fbank: Path, decode_yaml: P
 def subset_fbank(fbank: Path, out: Path, per_set: int, seed: int) -> list[str]:
     """A fixed, seeded subset of every split of ``fbank`` but train in ``out`` (``per_set``
     utterances of each, drawn from ``seed`` and the split's name, so the same for every system
-    run on it and unchanged when other splits are added), with the same CMVN and features (the
-    cuts keep their storage paths). Returns the splits written."""
+    run on it and unchanged when other splits are added), with the same CMVN and features (a
+    relative storage path, as stage 1 writes them, is made absolute from the current directory,
+    so the subset reads the same features from anywhere). Returns the splits written."""
     if per_set < 1:
         raise NeuroselError(f"tta subset: --per-set must be >= 1, got {per_set}")
     names = [s for s in layout.splits(fbank) if s != "train"]
@@ -160,7 +161,8 @@ def subset_fbank(fbank: Path, out: Path, per_set: int, seed: int) -> list[str]:
         ids = sorted(cuts.ids)
         keep = set(random.Random(f"{seed}:{name}").sample(ids, min(per_set, len(ids))))
         with atomic_path(layout.cuts_path(out, name)) as tmp:
-            CutSet.from_cuts([c for c in sorted(cuts, key=lambda c: c.id) if c.id in keep]).to_file(tmp)
+            kept = CutSet.from_cuts([c for c in sorted(cuts, key=lambda c: c.id) if c.id in keep])
+            kept.with_features_path_prefix(Path.cwd()).to_file(tmp)  # an absolute path stays as it is
     with atomic_path(layout.cmvn_path(out)) as tmp:
         shutil.copyfile(layout.cmvn_path(fbank), tmp)
     return names
