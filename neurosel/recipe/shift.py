@@ -14,11 +14,15 @@ WER it measures the set-level shift signals (``neurosel.shift``: neuron signals 
 statistics, output signals of the posteriors), and judges leave-one-condition-out (the in-domain
 sets are one condition, each ``ood_<c>`` its own) a WER predictor on each pooled signal alone
 (among them confidence, ``max_posterior``, and ``frame_entropy``), on one neuron and one output
-signal together (``PAIR``) and on all of them combined (least squares, or ridge; a candidate that
+signal together (``PAIR``), on all of them combined (least squares, or ridge; a candidate that
 cannot be fitted on a split, e.g. more signals than its fitting sets allow, is kept with the
-reason), beside the constant predictor (the mean WER of the fitting sets) that a signal must beat.
-The candidate with the lowest held-out mean absolute error is fitted on all the sets and saved; its
-own held-out numbers are then a little optimistic, as it was chosen by them. Writes into
+reason) and ``search``: the one or two of every set-level signal (per FC layer too) with the lowest
+leave-one-condition-out MAE, judged nested (``neurosel.shift.select``: for each held-out condition
+the signals are picked on the other conditions only), beside the constant predictor (the mean WER
+of the fitting sets) that a signal must beat. The candidate with the lowest held-out mean absolute
+error is fitted on all the sets and saved; its own held-out numbers are then a little optimistic, as
+it was chosen by them (least for ``search``, whose choice of signals is inside the held-out loop).
+With ``--severity`` the severity sets (``neurosel.recipe.severity``) join, each in its condition. Writes into
 ``exp/shift/`` (or ``out_dir``):
 
 - ``signals.tsv``: per set its condition, measured WER, utterances, frames and every signal;
@@ -77,6 +81,7 @@ from neurosel.recipe import layout
 from neurosel.recipe.shift_data import load_audio
 from neurosel.report.collect import read_utterance_counts, read_wer
 from neurosel.saliency.stats import NeuronStats, load_stats
+from neurosel.shift.select import nested_leave_one_condition_out, signal_lists
 from neurosel.stage import clear, fingerprint, mark_done, status
 from neurosel.shift import (NEURON_SIGNALS, OUTPUT_SIGNALS, LabelledSet, LocoScore, NeuronSignalConfig,
                             ShiftCollector, ShiftConfig, ShiftSignals, WerPrediction, WerPredictor, fit_wer,
@@ -95,6 +100,10 @@ COMBINED = "combined"
 # in-domain and four OOD test sets can fit (4 fitting sets when the in-domain condition is held out).
 PAIR = ("out_of_range_share", "max_posterior")
 BLANK = 0  # the CTC blank of the recipe's model (neurosel.model.cnn)
+# The signal search: every single signal and pair of signals (pooled and per layer), chosen by
+# leave-one-condition-out MAE and judged nested.
+SEARCH, SEARCH_SIZE = "search", 2
+PREDICTED = "predicted_wer"  # the fitted predictor applied to each utterance
 
 
 @dataclass(frozen=True)
@@ -245,11 +254,14 @@ class Candidate:
     signals: tuple[str, ...]
     score: LocoScore | None
     error: str | None = None
+    picked: dict[str, tuple[str, ...]] | None = None  # SEARCH: the signals picked without each condition
 
 
 def evaluate(sets: Sequence[LabelledSet], ridge: float, level: float) -> list[Candidate]:
-    """Leave-one-condition-out for each pooled signal alone, for ``PAIR`` and for all of them
-    combined."""
+    """Leave-one-condition-out for each pooled signal alone, for ``PAIR``, for all of them
+    combined, and (``SEARCH``) for the choice of the best one or two of every set-level signal, per
+    layer included, judged nested (``neurosel.shift.select``: the choice never sees the held-out
+    condition)."""
     plan = {name: (name,) for name in POOLED_SIGNALS} | {"+".join(PAIR): PAIR, COMBINED: POOLED_SIGNALS}
     out = []
     for name, signals in plan.items():
@@ -258,13 +270,22 @@ def evaluate(sets: Sequence[LabelledSet], ridge: float, level: float) -> list[Ca
         except NeuroselError as e:
             log.warning("predictor %s: not judged (%s)", name, e)
             out.append(Candidate(name, signals, None, str(e)))
+    lists = signal_lists(sorted(sets[0].signals), SEARCH_SIZE)
+    try:
+        score, picked = nested_leave_one_condition_out(sets, lists, SEARCH, ridge, level)
+        out.append(Candidate(SEARCH, score.signals, score, picked=picked))
+    except NeuroselError as e:
+        log.warning("predictor %s: not judged (%s)", SEARCH, e)
+        out.append(Candidate(SEARCH, (), None, str(e)))
     return out
 
 
-def utterance_correlations(files: RecipeFiles, signals: dict[str, ShiftSignals]) -> dict[str, float]:
-    """Per pooled signal, the Spearman correlation over the utterances of every labelled set between
-    the signal and the utterance's WER (from the ``#csid`` line of its decode's ``errs.txt``;
-    utterances without reference words have no WER and are left out)."""
+def utterance_correlations(files: RecipeFiles, signals: dict[str, ShiftSignals],
+                           predictor: WerPredictor | None = None) -> dict[str, float]:
+    """Per signal (pooled and per layer), the Spearman correlation over the utterances of every
+    labelled set between the signal and the utterance's WER (from the ``#csid`` line of its
+    decode's ``errs.txt``; utterances without reference words have no WER and are left out); with
+    ``predictor``, also (key ``PREDICTED``) that of its predicted WER of each utterance."""
     wer: dict[str, float] = {}
     for name in signals:
         ids, errors, refs = read_utterance_counts(_require(files.decode(name) / "errs.txt"))
@@ -273,7 +294,13 @@ def utterance_correlations(files: RecipeFiles, signals: dict[str, ShiftSignals])
     keep = np.array([u in wer for u in pooled.utt_ids])
     scored = ShiftSignals(tuple(u for u, k in zip(pooled.utt_ids, keep) if k), pooled.frames[keep],
                           {n: v[keep] for n, v in pooled.values.items()})
-    return {n: utterance_spearman(scored, n, wer) for n in POOLED_SIGNALS}
+    out = {n: utterance_spearman(scored, n, wer) for n in scored.names}
+    if predictor is not None:
+        predicted = [predictor.predict({n: float(scored.values[n][i]) for n in predictor.signals}).wer
+                     for i in range(len(scored.utt_ids))]
+        out[PREDICTED] = utterance_spearman(
+            ShiftSignals(scored.utt_ids, scored.frames, {PREDICTED: np.array(predicted)}), PREDICTED, wer)
+    return out
 
 
 def constant_mae(sets: Sequence[LabelledSet]) -> float:
@@ -324,7 +351,7 @@ def fit_recipe(workdir: str | Path, out_dir: str | Path | None = None, ridge: fl
     predictor = fit_wer(sets, chosen.signals, ridge)
     test = next(s for s in sets if s.name == layout.TEST)
     evaluation = {"level": level, "ridge": ridge, "severity": severity, "chosen": chosen.name, "constant_mae": constant_mae(sets),
-                  "utterance_spearman": utterance_correlations(files, signals),
+                  "utterance_spearman": utterance_correlations(files, signals, predictor),
                   "sets": [_set_row(s, signals[s.name]) for s in sets],
                   "candidates": [_candidate_doc(c) for c in candidates]}
     document = {"name": chosen.name, "chosen_by": "lowest leave-one-condition-out MAE", "level": level,
@@ -350,6 +377,8 @@ def _candidate_doc(c: Candidate) -> dict[str, Any]:
     doc: dict[str, Any] = {"name": c.name, "signals": list(c.signals)}
     if c.score is None:
         return doc | {"error": c.error}
+    if c.picked is not None:
+        doc["picked_without"] = {cond: list(signals) for cond, signals in c.picked.items()}
     return doc | {"pearson": c.score.pearson, "mae": c.score.mae, "coverage": c.score.coverage, "held_out": [
         {"set": h.set.name, "condition": h.set.condition, "wer": h.set.wer, "predicted": h.prediction.wer,
          "low": h.prediction.low, "high": h.prediction.high, "fitted_on": list(h.fitted_on)}
@@ -387,6 +416,8 @@ def evaluation_table(evaluation: dict[str, Any]) -> str:
             r = "-" if c["pearson"] is None else f"{c['pearson']:.3f}"
             utt = "" if c["name"] not in rho else "-" if rho[c["name"]] is None else f"{rho[c['name']]:.3f}"
             lines.append(f"{c['name']:<34}{r:>8}{c['mae']:>8.2f}{c['coverage']:>7.2f}{utt:>9}")
+            if "picked_without" in c:
+                lines.append(f"  {c['name']} on all sets: {'+'.join(c['signals'])}")
     lines.append(f"{'(constant)':<34}{'-':>8}{evaluation['constant_mae']:>8.2f}{'-':>7}  mean WER of the fitting sets")
     chosen = next(c for c in evaluation["candidates"] if c["name"] == evaluation["chosen"])
     lines.append(f"\nheld-out predictions of {chosen['name']} ({evaluation['level']:.0%} interval)")
