@@ -33,12 +33,13 @@ LIBRISPEECH = {
 CONDITIONS = ["music", "noise", "other", "reverb", "reverb_noise"]
 
 
-def write_librispeech(root: Path) -> None:
+def write_librispeech(root: Path, corpus: dict[str, list] = LIBRISPEECH) -> None:
     """``root/LibriSpeech/<part>/<speaker>/<chapter>/`` with ``<spk>-<chapter>-NNNN.flac`` and
-    ``<spk>-<chapter>.trans.txt``, plus the top-level SPEAKERS.TXT and CHAPTERS.TXT."""
+    ``<spk>-<chapter>.trans.txt``, plus the top-level SPEAKERS.TXT and CHAPTERS.TXT, for each part
+    of ``corpus`` (``{part: [(speaker, chapter, voice, [sentences])]}``)."""
     top = root / "LibriSpeech"
     speakers, chapters = [";ID  |SEX| SUBSET           |MINUTES| NAME"], [";ID    |READER|MINUTES| SUBSET"]
-    for part, readers in LIBRISPEECH.items():
+    for part, readers in corpus.items():
         for speaker, chapter, voice, sentences in readers:
             d = top / part / speaker / chapter
             d.mkdir(parents=True)
@@ -123,17 +124,17 @@ def write_rirs_noises(root: Path, rng: np.random.Generator) -> None:
     (top / "README").write_text("RIRS_NOISES fixture\n")
 
 
-def write_corpora(download: Path) -> None:
+def write_corpora(download: Path, corpus: dict[str, list] = LIBRISPEECH) -> None:
     """The three corpora where conf/corpus.yaml looks by default: ``<work-dir>/corpus/download``."""
     rng = np.random.default_rng(0)
-    write_librispeech(download)
+    write_librispeech(download, corpus)
     write_musan(download, rng)
     write_rirs_noises(download, rng)
 
 
-def run_recipe(work: Path, *args: str) -> subprocess.CompletedProcess:
+def run_recipe(work: Path, *args: str, recipe: str = "librispeech") -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
-    return subprocess.run(["./run.sh", "--recipe", "librispeech", "--workdir", str(work), "--nj", "1",
+    return subprocess.run(["./run.sh", "--recipe", recipe, "--workdir", str(work), "--nj", "1",
                            "--quiet", "true", *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=1800)
 
 

@@ -12,7 +12,12 @@ synthetic OOD conditions on the test audio, and LibriSpeech's "other" parts as n
 Splits: ``train`` (``train_parts``), ``dev`` (``dev_part``), ``test`` (``test_part``); per
 synthetic condition c, ``ood_adapt_<c>`` (``adapt_part`` corrupted with the adaptation half of
 the noises and RIRs) and ``ood_<c>`` (``test_part`` corrupted with the other half); per natural
-condition n, ``ood_adapt_<n>`` and ``ood_<n>`` from its two LibriSpeech parts. Corpora are read
+condition n, ``ood_adapt_<n>`` and ``ood_<n>`` from its two LibriSpeech parts.
+
+A part may be split by speaker: ``<part>/<k>of<n>`` is the k-th of n disjoint speaker groups of the
+part (its speakers sorted, dealt out in turn), so a corpus with one held-out part, such as mini
+LibriSpeech's ``dev-clean-2``, gives disjoint dev, test and adaptation speakers
+(``egs/mini_librispeech``). Corpora are read
 with Lhotse's ``prepare_librispeech``, ``prepare_musan`` and ``prepare_rir_noise``, and fetched with
 their ``download_*`` functions only when the config says ``download: true``.
 """
@@ -20,6 +25,7 @@ their ``download_*`` functions only when the config says ``download: true``.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import zlib
 from dataclasses import dataclass, field
@@ -41,7 +47,39 @@ from neurosel.stage import run_once
 log = logging.getLogger(__name__)
 
 SAMPLING_RATE = 16000
+_GROUP = re.compile(r"^(?P<part>[^/]+)/(?P<k>[1-9][0-9]*)of(?P<n>[1-9][0-9]*)$")
 _SUBSET_KEYS = ("train", "dev", "test", "ood_adapt", "ood")
+
+
+def parse_part(spec: str) -> tuple[str, int, int]:
+    """``"dev-clean-2/1of3"`` -> ``("dev-clean-2", 1, 3)``; a plain part name -> ``(name, 1, 1)``."""
+    m = _GROUP.match(spec)
+    if m is None:
+        if "/" in spec:
+            raise ValueError(f"'{spec}': a speaker group is written <part>/<k>of<n>, e.g. dev-clean-2/1of3")
+        return spec, 1, 1
+    k, n = int(m["k"]), int(m["n"])
+    if k > n:
+        raise ValueError(f"'{spec}': group {k} of {n} does not exist")
+    return m["part"], k, n
+
+
+def disjoint(a: str, b: str) -> bool:
+    """Whether two part specs share no utterance: other parts, or other groups of one split."""
+    (pa, ka, na), (pb, kb, nb) = parse_part(a), parse_part(b)
+    return pa != pb or (na == nb and ka != kb and na > 1)
+
+
+def speaker_group(cuts: CutSet, k: int, n: int) -> CutSet:
+    """The cuts of the ``k``-th of ``n`` speaker groups: speakers sorted, the i-th (from 0) in group
+    ``i % n + 1``; every cut when ``n`` is 1."""
+    if n == 1:
+        return cuts
+    speakers = sorted({s.speaker for c in cuts for s in c.supervisions})
+    if len(speakers) < n:
+        raise NeuroselError(f"{n} speaker groups asked, the part has {len(speakers)} speaker(s)")
+    chosen = {spk for i, spk in enumerate(speakers) if i % n == k - 1}
+    return cuts.filter(lambda c: c.supervisions[0].speaker in chosen).to_eager()
 
 
 @dataclass
@@ -84,6 +122,8 @@ class LibriSpeechConfig:
 
     def __post_init__(self) -> None:
         known = set(LIBRISPEECH) | set(MINI_LIBRISPEECH)
+        for spec in self.specs():
+            parse_part(spec)
         for part in self.parts():
             if part not in known:
                 raise ValueError(f"'{part}' is not a LibriSpeech part ({', '.join(sorted(known))})")
@@ -94,22 +134,28 @@ class LibriSpeechConfig:
                 raise ValueError(f"condition '{name}': use lower-case letters and '_'")
         if set(self.conditions) & set(self.natural):
             raise ValueError(f"conditions and natural share a name: {sorted(set(self.conditions) & set(self.natural))}")
-        if self.adapt_part == self.test_part and self.conditions:
+        if not disjoint(self.adapt_part, self.test_part) and self.conditions:
             raise ValueError("adapt_part must differ from test_part (adaptation and test audio are disjoint)")
+        if not disjoint(self.dev_part, self.test_part):
+            raise ValueError("dev_part and test_part share utterances (tuning on dev never sees the test set)")
         for name, nat in self.natural.items():
-            if nat.adapt == nat.test:
+            if not disjoint(nat.adapt, nat.test):
                 raise ValueError(f"natural condition '{name}': adapt and test are the same part")
         unknown = set(self.subset) - set(_SUBSET_KEYS)
         if unknown:
             raise ValueError(f"subset: unknown key '{sorted(unknown)[0]}' (known: {', '.join(_SUBSET_KEYS)})")
 
-    def parts(self) -> list[str]:
-        """Every LibriSpeech part the recipe reads, without repeats."""
+    def specs(self) -> list[str]:
+        """Every part spec of the config (a part, or a speaker group of one), without repeats."""
         names = self.train_parts + [self.dev_part, self.test_part]
         names += [self.adapt_part] if self.conditions else []
         for nat in self.natural.values():
             names += [nat.adapt, nat.test]
         return list(dict.fromkeys(names))
+
+    def parts(self) -> list[str]:
+        """Every LibriSpeech part the recipe reads, without repeats."""
+        return list(dict.fromkeys(parse_part(spec)[0] for spec in self.specs()))
 
 
 def check_librispeech(corpus_dir: Path, parts: list[str]) -> None:
@@ -227,12 +273,16 @@ def prepare_corpus(cfg: LibriSpeechConfig, work_dir: str | Path, num_jobs: int =
                                 normalize_text=cfg.normalize_text, num_jobs=num_jobs)
 
     def cuts_of(names: list[str], limit: int) -> CutSet:
-        cuts = CutSet.from_cuts(c for n in names for c in CutSet.from_manifests(
-            recordings=parts[n]["recordings"], supervisions=parts[n]["supervisions"]))
+        groups = [(spec, *parse_part(spec)) for spec in names]
+        try:
+            cuts = CutSet.from_cuts(c for spec, n, k, of in groups for c in speaker_group(CutSet.from_manifests(
+                recordings=parts[n]["recordings"], supervisions=parts[n]["supervisions"]), k, of))
+        except NeuroselError as e:
+            raise NeuroselError(f"{', '.join(names)}: {e}") from e
         return _subset(cuts, limit)
 
     def manifests_of(names: list[str]) -> list[Path]:
-        return [manifest_dir / f"librispeech_{kind}_{n}.jsonl.gz"
+        return [manifest_dir / f"librispeech_{kind}_{parse_part(n)[0]}.jsonl.gz"
                 for n in names for kind in ("recordings", "supervisions")]
 
     for split, names in _part_splits(cfg).items():

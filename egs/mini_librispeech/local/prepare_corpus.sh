@@ -1,0 +1,1 @@
+../../librispeech/local/prepare_corpus.sh
