@@ -350,7 +350,8 @@ def fit_recipe(workdir: str | Path, out_dir: str | Path | None = None, ridge: fl
     chosen = best(candidates)
     predictor = fit_wer(sets, chosen.signals, ridge)
     test = next(s for s in sets if s.name == layout.TEST)
-    evaluation = {"level": level, "ridge": ridge, "severity": severity, "chosen": chosen.name, "constant_mae": constant_mae(sets),
+    evaluation = {"level": level, "ridge": ridge, "severity": severity, "chosen": chosen.name,
+                  "constant_mae": constant_mae(sets),
                   "utterance_spearman": utterance_correlations(files, signals, predictor),
                   "sets": [_set_row(s, signals[s.name]) for s in sets],
                   "candidates": [_candidate_doc(c) for c in candidates]}

@@ -95,7 +95,8 @@ def _goals(chosen: dict[str, Any], rho: dict[str, float | None]) -> str:
     finite = {k: v for k, v in rho.items() if v is not None and k != PREDICTED}
     best_rho = max(finite.items(), key=lambda kv: abs(kv[1])) if finite else None
     r, mae = chosen["pearson"], chosen["mae"]
-    parts = [f"set-level r {_num(r, '.3f')} (goal >= {GOAL_R}: {'reached' if r is not None and r >= GOAL_R else 'not reached'})",
+    r_reached = r is not None and r >= GOAL_R
+    parts = [f"set-level r {_num(r, '.3f')} (goal >= {GOAL_R}: {'reached' if r_reached else 'not reached'})",
              f"held-out MAE {mae:.2f} (goal <= {GOAL_MAE:g}: {'reached' if mae <= GOAL_MAE else 'not reached'})"]
     if rho.get(PREDICTED) is not None:
         parts.append(f"utterance-level Spearman of its predicted WER with each utterance's WER {rho[PREDICTED]:+.3f} "
