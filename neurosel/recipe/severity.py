@@ -10,7 +10,8 @@ set ``sev_<c>.<level>`` (``neurosel.recipe.layout``) of ``conf/severity.yaml`` (
   ``noise`` babble (of ``dev`` utterances, never ``test``'s) or coloured noise at one SNR per set;
   ``reverb`` a synthetic RIR of one T60 per set (DRR and pre-delay drawn per utterance), level
   restored; ``telephone`` one band and codec per set; ``reverb_noise`` one (T60, SNR) pair per set.
-  Randomness comes from (seed, set, utterance), so a set renders the same bytes in any order;
+  Randomness comes from (seed, the set's name, utterance), so a set renders the same bytes in any
+  order and whichever other sets the config lists;
 - ``data/severity/fbank/cuts_<set>.jsonl.gz`` and its features, computed with stage 1's settings
   (``features.yaml``) and normalised at decoding with stage 1's CMVN (``cmvn.npz``, copied there);
   utterance ids are ``<set>-<test utterance>`` so that they are unique over all the sets;
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -172,13 +174,13 @@ def _audio(cut: MonoCut) -> np.ndarray:
     return cut.load_audio()[0].astype(np.float64)
 
 
-def render_set(s: SeveritySet, index: int, cfg: SeverityConfig, source: CutSet, babble: list[np.ndarray],
+def render_set(s: SeveritySet, cfg: SeverityConfig, source: CutSet, babble: list[np.ndarray],
                wav_dir: Path) -> CutSet:
     """Write set ``s``'s wavs into ``wav_dir`` (each atomically) and return its cuts, without
     features, carrying the source cuts' transcripts (for scoring only)."""
     cuts = []
     for k, cut in enumerate(sorted(source, key=lambda c: c.id)):
-        rng = np.random.default_rng([cfg.seed, index, k])
+        rng = np.random.default_rng([cfg.seed, zlib.crc32(s.name.encode()), k])
         utt = f"{s.name}-{cut.id}"
         path = wav_dir / f"{utt}.wav"
         with atomic_path(path) as tmp:
@@ -249,16 +251,23 @@ def _set_inputs(files: SeverityFiles, cfg: SeverityConfig) -> list[Path]:
     return [files.manifest(cfg.source), files.manifest(cfg.babble_source), files.stage1 / "features.yaml"]
 
 
-def _set_digest(files: SeverityFiles, cfg: SeverityConfig, s: SeveritySet, index: int) -> dict[str, Any]:
-    return {"set": s.name, "index": index, "params": s.params, "config": C.to_dict(cfg)}
+def _set_config(cfg: SeverityConfig, s: SeveritySet) -> dict[str, Any]:
+    """What set ``s``'s audio depends on: its parameters and its condition's shared settings, so
+    that adding or removing another set leaves it up to date."""
+    shared: dict[str, Any] = {"seed": cfg.seed, "source": cfg.source, "babble_source": cfg.babble_source}
+    if s.condition in ("noise", "reverb_noise"):
+        shared["noise"] = {k: v for k, v in C.to_dict(cfg.noise).items() if k != "snr_db"}
+    if s.condition in ("reverb", "reverb_noise"):
+        shared["reverb"] = {k: v for k, v in C.to_dict(cfg.reverb).items() if k != "t60_s"}
+    return {"set": s.name, "params": s.params, **shared}
 
 
 def stale(files: SeverityFiles, cfg: SeverityConfig) -> list[str]:
     """The sets whose cuts or decode are missing or not up to date."""
     sets = plan(cfg)
-    out = [s.name for i, s in enumerate(sets)
-           if status(files.data / "marks" / s.name, fingerprint(_set_digest(files, cfg, s, i),
-                                                                _set_inputs(files, cfg))) != "done"]
+    inputs = _set_inputs(files, cfg)
+    out = [s.name for s in sets
+           if status(files.data / "marks" / s.name, fingerprint(_set_config(cfg, s), inputs)) != "done"]
     if not (files.fbank / "cmvn.npz").is_file():
         return [s.name for s in sets]
     ready = [s.name for s in sets if s.name not in out]
@@ -287,11 +296,11 @@ def build_severity_sets(workdir: str | Path, cfg: SeverityConfig, force: bool = 
     with atomic_path(layout.cmvn_path(files.fbank)) as tmp:
         shutil.copyfile(layout.cmvn_path(files.stage1), tmp)
     babble: list[np.ndarray] = []
-    for i, s in enumerate(sets):
-        def work(s: SeveritySet = s, i: int = i) -> None:
+    for s in sets:
+        def work(s: SeveritySet = s) -> None:
             if not babble and s.condition in ("noise", "reverb_noise"):
                 babble.extend(_audio(c) for c in CutSet.from_file(files.manifest(cfg.babble_source)))
-            cuts = render_set(s, i, cfg, source, babble, files.data / "wav" / s.name)
+            cuts = render_set(s, cfg, source, babble, files.data / "wav" / s.name)
             storage = files.fbank / f"feats_{s.name}"
             shutil.rmtree(storage, ignore_errors=True)
             with_feats = cuts.compute_and_store_features(
@@ -299,7 +308,7 @@ def build_severity_sets(workdir: str | Path, cfg: SeverityConfig, force: bool = 
                 storage_type=LilcomChunkyWriter, progress_bar=False)
             with atomic_path(layout.cuts_path(files.fbank, s.name)) as tmp:
                 with_feats.to_file(tmp)
-        run_once(f"severity set {s.name}", files.data / "marks" / s.name, _set_digest(files, cfg, s, i),
+        run_once(f"severity set {s.name}", files.data / "marks" / s.name, _set_config(cfg, s),
                  _set_inputs(files, cfg), work, force=force)
         if decode_stage.decode_here(decode_cfg, files.model, files.lang, files.fbank, files.decode, [s.name], force):
             log.info("%s: %s", s.name, decode_stage.wer_line(files.decode / s.name))

@@ -127,7 +127,7 @@ def _plot(path: Path, held: list[dict[str, Any]], name: str) -> bool:
     ax.plot([low, top], [low, top], "k--", lw=1, label="predicted = true")
     ax.set_xlabel("true WER (%)")
     ax.set_ylabel("predicted WER (%), held out")
-    ax.set_title(f"{name}: leave-one-condition-out", fontsize=9)
+    ax.set_title(f"{name}\nleave-one-condition-out", fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
