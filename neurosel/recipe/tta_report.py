@@ -6,8 +6,8 @@ per-condition systems are scored on the same utterances (their ``errs.txt`` rest
 utterances the TTA runs decoded), so a table from a subset of a test set compares like with like.
 ``pooled`` pools the errors of the set targets (errors / reference words); a system run
 with several seeds (``random``) shows mean ± std over seeds. The paired bootstrap compares
-selective TTA with all-parameter TTA (and both with the unadapted model) per mode, on the pooled
-sets and on each stream.
+selective TTA with all-parameter TTA, and every TTA system with the unadapted model, per mode, on
+the pooled sets and on each stream.
 """
 
 from __future__ import annotations
@@ -177,12 +177,15 @@ def report_markdown(exp: Path, stage7: Path | None = None) -> str:
 
 def comparisons(cells: dict[tuple[str, str], dict[str, dict[int, Cell]]], refs: dict[str, dict[str, Cell]],
                 sets: list[str], others: list[str]) -> list[str]:
-    """Paired bootstrap (10000 samples, seed 0, 95%) of selective vs all-parameter TTA and of each
-    vs the unadapted model, per mode, on the pooled sets and on each stream."""
+    """Paired bootstrap (10000 samples, seed 0, 95%) of selective vs all-parameter TTA and of
+    every TTA system vs the unadapted model (a system run with several seeds: its lowest seed), per
+    mode, on the pooled sets and on each stream."""
     lines = ["| comparison (A -> B) | mode | on | WER A | WER B | B - A | 95% CI | p(B better) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     groups = ([("pooled sets", sets)] if sets else []) + [(t, [t]) for t in others if t.startswith("stream")]
-    selective = sorted(label for label, _ in cells if label.startswith("selective"))
+    labels = sorted({label for label, _ in cells})
+    selective = [label for label in labels if label.startswith("selective")]
+    others = [label for label in labels if label != "all" and not label.startswith("selective")]
     for mode in ("episodic", "continual"):
         for on, targets in groups:
             def cell(label: str) -> Cell | None:
@@ -191,7 +194,8 @@ def comparisons(cells: dict[tuple[str, str], dict[str, dict[int, Cell]]], refs: 
                 if not per_target or not all(t in per_target for t in targets):
                     return None
                 return _pooled([per_target[t] for t in targets])
-            pairs = [(UNADAPTED, "all")] + [(a, s) for s in selective for a in ("all", UNADAPTED)]
+            pairs = [(UNADAPTED, "all")] + [(a, s) for s in selective for a in ("all", UNADAPTED)] + \
+                [(UNADAPTED, label) for label in others]
             for a_label, b_label in pairs:
                 a, b = cell(a_label), cell(b_label)
                 if a is None or b is None:
