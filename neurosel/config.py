@@ -112,6 +112,14 @@ def to_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
 
 
+def hashed(obj: Any, *optional: str) -> dict[str, Any]:
+    """``to_dict(obj)`` for a stage fingerprint, without the ``optional`` keys that are unset
+    (empty or None): a key added to a stage config later does not make every existing run of the
+    stage stale while it keeps its default."""
+    d = to_dict(obj)
+    return {k: v for k, v in d.items() if not (k in optional and v in ("", None, {}))}
+
+
 def save(obj: Any, path: str | Path) -> None:
     """Write a resolved config as YAML, atomically."""
     from neurosel.io import write_text

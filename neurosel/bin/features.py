@@ -19,6 +19,7 @@ from pathlib import Path
 from neurosel import config as C
 from neurosel.cli import config_args, run_main, show_progress
 from neurosel.data.features import FeatureConfig, compute_job, merge_jobs, split_names
+from neurosel.errors import NeuroselError
 from neurosel.recipe import layout
 from neurosel.stage import clear, fingerprint, mark_done, status, status_code, why_redo
 
@@ -38,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = C.resolve(FeatureConfig, args.config, args.overlay, "features", args.overrides)
     manifests = args.data_dir / "manifests"
     names = split_names(manifests)
-    digest = fingerprint(C.to_dict(cfg), [layout.cuts_path(manifests, n) for n in names])
+    if cfg.cmvn_from and not Path(cfg.cmvn_from).is_file():
+        raise NeuroselError(f"{cfg.cmvn_from}: no such file (features config, cmvn_from)")
+    digest = fingerprint(C.hashed(cfg, "cmvn_from"), [layout.cuts_path(manifests, n) for n in names]
+                         + ([Path(cfg.cmvn_from)] if cfg.cmvn_from else []))
 
     if args.action == "status":
         state = status(args.fbank_dir, digest)

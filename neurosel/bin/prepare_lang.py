@@ -14,7 +14,7 @@ from pathlib import Path
 from neurosel import config as C
 from neurosel.cli import config_args, run_main
 from neurosel.lang.prepare import LangConfig, prepare_lang
-from neurosel.stage import run_once, single_status, split_action
+from neurosel.stage import require, run_once, single_status, split_action
 
 log = logging.getLogger("neurosel.bin.prepare_lang")
 
@@ -28,14 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     action, argv = split_action(argv)
     args = parser.parse_args(argv)
     cfg = C.resolve(LangConfig, args.config, args.overlay, "lang", args.overrides)
+    inputs = [*args.text, *([Path(cfg.bpe_from) / "bpe.model"] if cfg.bpe_from else [])]
     if action == "status":
-        return single_status("stage 2 (lang)", args.lang_dir, C.to_dict(cfg), args.text, args.force)
+        return single_status("stage 2 (lang)", args.lang_dir, C.hashed(cfg, "bpe_from"), inputs, args.force)
 
     def work() -> None:
         sizes = prepare_lang(args.text, args.lang_dir, cfg)
         log.info("lang dir %s: %s", args.lang_dir, ", ".join(f"{k} {v}" for k, v in sizes.items()))
 
-    run_once("stage 2 (lang)", args.lang_dir, C.to_dict(cfg), args.text, work, force=args.force)
+    require(inputs)
+    run_once("stage 2 (lang)", args.lang_dir, C.hashed(cfg, "bpe_from"), inputs, work, force=args.force)
     return 0
 
 

@@ -35,8 +35,10 @@ log = logging.getLogger("neurosel.train")
 
 def stage_config(cfg: TrainConfig) -> dict:
     """The config the stage marker hashes: everything but ``num_procs`` (how many processes share
-    each batch does not change the model the stage makes)."""
-    return {key: value for key, value in C.to_dict(cfg).items() if key != "num_procs"}
+    each batch does not change the model the stage makes), and ``init`` only when it names a model
+    (so that runs from before it existed stay up to date)."""
+    return {key: value for key, value in C.to_dict(cfg).items()
+            if key != "num_procs" and not (key == "init" and not value["model"])}
 
 
 def check_transcripts(manifests: list[Path], bpe_model: Path) -> None:
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                  + ([f"num_procs={args.num_procs}"] if args.num_procs is not None else []))
     cfg = C.resolve(TrainConfig, args.config, args.overlay, "train", overrides)
     inputs = [layout.cuts_path(args.fbank_dir, layout.TRAIN), layout.cuts_path(args.fbank_dir, layout.DEV),
-              layout.cmvn_path(args.fbank_dir), layout.bpe_model(args.lang_dir)]
+              layout.cmvn_path(args.fbank_dir), layout.bpe_model(args.lang_dir), *cfg.init.files()]
     for path in inputs:
         if not path.is_file():
             raise NeuroselError(f"{path}: no such file (run the earlier stages first)")

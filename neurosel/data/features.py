@@ -24,6 +24,7 @@ import kaldiio
 import numpy as np
 from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, load_manifest
 
+from neurosel.data.batches import load_cmvn
 from neurosel.errors import NeuroselError
 from neurosel.io import atomic_path
 from neurosel.recipe import layout
@@ -41,6 +42,9 @@ class FeatureConfig:
     dither: float = 0.0
     write_kaldi: bool = False
     cmvn_split: str = "train"
+    # another recipe's cmvn.npz to use instead of computing one from cmvn_split: a model trained
+    # there (stage 3's init) must see its input normalised the same way here
+    cmvn_from: str = ""
 
 
 def extractor(cfg: FeatureConfig, sampling_rate: int) -> Fbank:
@@ -118,6 +122,18 @@ def write_kaldi_feats(cuts: CutSet, out_dir: Path) -> None:
         tmp_scp.write_text(tmp_scp.read_text().replace(str(tmp_ark), str(ark)))
 
 
+def copy_cmvn(source: Path, path: Path, num_mel_bins: int) -> None:
+    """``source`` (another recipe's ``cmvn.npz``), checked to hold valid statistics of
+    ``num_mel_bins`` features, copied to ``path``."""
+    mean, _ = load_cmvn(source)
+    if mean.numel() != num_mel_bins:
+        raise NeuroselError(f"{source}: CMVN of {mean.numel()} features, this recipe computes {num_mel_bins} "
+                            "(num_mel_bins must match the recipe the statistics come from)")
+    with atomic_path(path) as tmp:
+        shutil.copyfile(source, tmp)
+    log.info("CMVN statistics copied from %s (cmvn_from)", source)
+
+
 def compute_cmvn(cuts: CutSet, path: Path) -> dict[str, np.ndarray]:
     """Global mean and standard deviation of the features of ``cuts``, saved to ``path`` (npz)."""
     total = None
@@ -169,8 +185,10 @@ def merge_jobs(cfg: FeatureConfig, manifest_dir: str | Path, fbank_dir: str | Pa
     for split in splits:
         cuts = merge_shares(cfg, fbank_dir, split, num_jobs)
         log.info("features for %s: %d cuts", split, len(cuts))
-        if split == cfg.cmvn_split:
+        if split == cfg.cmvn_split and not cfg.cmvn_from:
             compute_cmvn(cuts, layout.cmvn_path(fbank_dir))
+    if cfg.cmvn_from:
+        copy_cmvn(Path(cfg.cmvn_from), layout.cmvn_path(fbank_dir), cfg.num_mel_bins)
     current = {storage_name(job, tag) for job in range(1, num_jobs + 1)}
     for split in splits:
         for old in (fbank_dir / f"feats_{split}").glob("*.lca"):

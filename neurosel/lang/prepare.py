@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,10 @@ class LangConfig:
     model_type: Literal["bpe", "unigram"] = "bpe"
     lm_order: int = 3
     seed: int = 0
+    # another lang dir whose bpe.model to use as it is instead of training one (vocab_size and
+    # model_type then do not apply): a model trained with it (stage 3's init) keeps its output units;
+    # the lexicon, LM and graph are built over this recipe's text with it
+    bpe_from: str = ""
 
     def __post_init__(self) -> None:
         if self.vocab_size < 4:
@@ -93,9 +98,14 @@ def prepare_lang(text_files: str | Path | Sequence[str | Path], lang_dir: str | 
     steps = _Steps(lang_dir)
     d = lang_dir
 
-    steps.run("bpe", {"vocab_size": cfg.vocab_size, "model_type": cfg.model_type, "seed": cfg.seed},
-              files, [d / "bpe.model"],
-              lambda: train_bpe(sentences, d / "bpe.model", cfg.vocab_size, cfg.seed, cfg.model_type))
+    if cfg.bpe_from:
+        source = Path(cfg.bpe_from) / "bpe.model"
+        steps.run("bpe", {"bpe_from": str(source)}, [source], [d / "bpe.model"],
+                  lambda: copy_bpe(source, d / "bpe.model"))
+    else:
+        steps.run("bpe", {"vocab_size": cfg.vocab_size, "model_type": cfg.model_type, "seed": cfg.seed},
+                  files, [d / "bpe.model"],
+                  lambda: train_bpe(sentences, d / "bpe.model", cfg.vocab_size, cfg.seed, cfg.model_type))
 
     def lexicon_step() -> None:
         sp = load_bpe(d / "bpe.model")
@@ -122,6 +132,15 @@ def prepare_lang(text_files: str | Path | Sequence[str | Path], lang_dir: str | 
             "words": len(_read_lexicon(d / "lexicon.txt")),
             "G_states": g.num_states, "G_arcs": num_arcs(g),
             "TLG_states": tlg.num_states, "TLG_arcs": num_arcs(tlg)}
+
+
+def copy_bpe(source: Path, path: Path) -> None:
+    """``source`` (another lang dir's ``bpe.model``), checked to load with ``<blk>`` as piece 0,
+    copied to ``path``."""
+    sp = load_bpe(source)
+    with atomic_path(path) as tmp:
+        shutil.copyfile(source, tmp)
+    log.info("BPE model copied from %s (bpe_from): %d pieces", source, sp.get_piece_size())
 
 
 def build_graph(lang_dir: Path) -> None:

@@ -49,6 +49,7 @@ from neurosel.train.augment import FeatureWarpConfig, SpecAugmentConfig, Trainin
 from neurosel.train.checkpoint import (average_model_states, list_checkpoints, load_checkpoint, restore_rng_state,
                                        rng_state, save_checkpoint, seed_rngs)
 from neurosel.train.distributed import SINGLE, ProcessGroup, backend, process_seed
+from neurosel.train.init import InitConfig, load_start, start_from
 from neurosel.train.loop import evaluate, train_step
 from neurosel.train.plot import plot_losses
 
@@ -68,6 +69,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     feature_warp: FeatureWarpConfig = field(default_factory=FeatureWarpConfig)
+    init: InitConfig = field(default_factory=InitConfig)  # start from a model trained elsewhere
     seed: int = 0
     num_threads: int = 2  # torch threads of each training process
     num_procs: int = 1  # training processes sharing each batch (torch.distributed; see train/distributed.py)
@@ -261,9 +263,16 @@ def start_run(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: 
                             f"{cfg.model.vocab_size} (set it to 0 to take it from the lang dir)")
     cfg = replace(cfg, model=replace(cfg.model, vocab_size=sp.get_piece_size()))
     cmvn = load_cmvn(cmvn_path)
+    start = start_from(cfg.init, lang_dir, Path(cmvn_path)) if cfg.init.model else None
+    if start is not None:
+        cfg = replace(cfg, model=start.model_cfg)
 
     seed_rngs(cfg.seed)  # the same initial weights in every process
-    model = build_model(cfg.model).to(group.device)
+    model = build_model(cfg.model)
+    checkpoints = list_checkpoints(exp_dir)
+    if start is not None and not checkpoints:
+        load_start(model, start)
+    model = model.to(group.device)
     params = list(model.parameters())
     opt_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_class(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -273,7 +282,6 @@ def start_run(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: 
     dev_sampler = make_sampler(cuts_dev, cfg.max_duration, shuffle=False, num_buckets=cfg.num_buckets)
     progress = Progress()
 
-    checkpoints = list_checkpoints(exp_dir)
     if checkpoints:
         state = load_checkpoint(checkpoints[-1])
         check_resumable(checkpoints[-1], state["train_config"], asdict(cfg))
@@ -308,7 +316,10 @@ def start_run(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: 
 def _train(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: Path, cmvn_path: Path,
            exp_dir: Path, quiet: bool, group: ProcessGroup) -> Path:
     """The training loop: epochs of ``train_one_epoch``, each followed by validation and a
-    checkpoint, until a stopping criterion; then ``model.pt``."""
+    checkpoint, until a stopping criterion; then ``model.pt``. With ``init.mode: as_is``, no
+    training: the initial model, checked against this recipe, is ``model.pt``."""
+    if cfg.init.model and cfg.init.mode == "as_is":
+        return use_as_is(cfg, lang_dir, cmvn_path, exp_dir, group)
     run = start_run(cfg, cuts_train, cuts_dev, lang_dir, cmvn_path, exp_dir, quiet, group)
     cfg, progress = run.cfg, run.progress
     try:
@@ -329,6 +340,22 @@ def _train(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: Pat
             run.writer.close()
     path = finalize(cfg, exp_dir, progress) if group.is_main else exp_dir / "model.pt"
     group.barrier()  # every process returns once model.pt is written
+    return path
+
+
+def use_as_is(cfg: TrainConfig, lang_dir: Path, cmvn_path: Path, exp_dir: Path, group: ProcessGroup) -> Path:
+    """Stage 3 without training: ``init.model``, checked to take this recipe's input and output
+    units (``start_from``), written as ``model.pt`` with where it came from."""
+    start = start_from(cfg.init, lang_dir, cmvn_path)
+    path = exp_dir / "model.pt"
+    if group.is_main:
+        model = build_model(start.model_cfg)
+        load_start(model, start)
+        save(replace(cfg, model=start.model_cfg), exp_dir / "config.yaml")
+        save_model(model.eval(), path, train_config=asdict(cfg), step=0, sources=[str(cfg.init.model)],
+                   stopped_by="init.mode as_is")
+        log.info("wrote %s: %s used as is (no training)", path, cfg.init.model)
+    group.barrier()
     return path
 
 
