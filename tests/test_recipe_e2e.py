@@ -64,8 +64,14 @@ def test_tiny_recipe_end_to_end(recipe) -> None:
     # stage 8
     report = (exp / "RESULTS.md").read_text()
     assert report.startswith("# Results: synth")
-    for heading in ("## What the data say", "## Claim 1", "## Claim 2", "## Claim 3", "## Paired bootstrap"):
+    for heading in ("## Claims dashboard", "## What the data say", "## Claim 1", "## Claim 2", "## Claim 3",
+                    "## Forgetting", "## Paired bootstrap"):
         assert heading in report
+    # the dashboard's rows are in results.json; retraining is not in the default run and says so
+    claims = {(r["claim"], r["protocol"]): r["verdict"] for r in doc["claims"]}
+    assert claims[("2", "removal, then retraining")] == "not run"
+    assert claims[("3", "selective adaptation")] in ("holds", "refuted", "not significant")
+    assert "forget_vs_blind" in {c["key"] for c in doc["comparisons"]}
     # the pruned systems' size and speed, read from their prune.json: smaller, and a speed-up measured
     hyper_hypo = next(line for line in report.splitlines() if line.startswith("| prune_hyper_hypo |"))
     share, speedup, fc_speedup = hyper_hypo.split(" | ")[2:5]

@@ -2,7 +2,11 @@
 
 Collects every scored decode dir under ``<work-dir>/exp/decode`` with the saliency and pruning
 outputs into ``exp/results.json``, ``exp/RESULTS.md`` and ``exp/plots/``; ``--copy-to`` also
-writes the tables (and the plots beside them) to a tracked file such as ``egs/synth/RESULTS.md``.
+writes the tables (and the plots and results.json beside them) to a tracked file such as
+``egs/synth/RESULTS.md``. ``--also NAME=results.json`` (repeatable) adds the claims of a run with
+another FC activation to the dashboard; by default every ``results_<NAME>/results.json`` beside
+``--copy-to`` (e.g. ``egs/synth/results_sigmoid/``; a ``results_<NAME>/`` without one is reported
+as having no results.json).
 Prints the findings (RESULTS.md's "What the data say") to stdout.
 """
 
@@ -24,10 +28,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--command", default="./run.sh", help="the command that produced the run")
     parser.add_argument("--copy-to", type=Path, help="also write RESULTS.md (and plots/) here")
+    parser.add_argument("--also", action="append", default=None, metavar="NAME=RESULTS_JSON",
+                        help="another activation's results.json for the claims dashboard")
     parser.add_argument("workdir", type=Path)
     args = parser.parse_args(argv)
     repo = Path(__file__).resolve().parents[2]
-    doc, findings = build_report(args.workdir, args.recipe, args.seed, args.command, repo, args.copy_to)
+    others = {}
+    for item in args.also or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            parser.error(f"--also {item!r}: expected NAME=path/to/results.json")
+        others[name] = Path(path)
+    if args.also is None and args.copy_to is not None:
+        others = {d.name.removeprefix("results_"): d / "results.json"
+                  for d in sorted(args.copy_to.parent.glob("results_*")) if d.is_dir()}
+    doc, findings = build_report(args.workdir, args.recipe, args.seed, args.command, repo, args.copy_to, others)
     print("\n".join(f"- {line}" for line in findings))
     log.info("%d systems on %d test sets -> %s", len(doc["systems"]), len(doc["test_sets"]),
              args.workdir / "exp" / "RESULTS.md")

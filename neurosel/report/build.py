@@ -10,8 +10,12 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+from neurosel.decode.baseline_check import weak_baseline_warning
 from neurosel.io import atomic_path, write_json, write_text
 from neurosel.recipe import layout
+from neurosel.config import load_yaml
+from neurosel.report.claims import (BOOTSTRAP_HEADING, CLAIM1_HEADING, CLAIM2_HEADING, CLAIM3_HEADING,
+                                    DASHBOARD_NOTE, FORGETTING_HEADING, claim_rows, dashboard_section, rows_json)
 from neurosel.report.collect import collect, read_wer
 from neurosel.report.markdown import (adaptation_section, cell, comparisons_section, criteria_section, mean_wer,
                                       pruning_section, table)
@@ -104,11 +108,90 @@ def verdicts(summary: dict, comparisons: list[Comparison], ood: list[str], prune
     return out
 
 
+def activation_of(exp: Path) -> str:
+    """The baseline model's FC activation, from the config stage 3 saved beside it."""
+    path = layout.baseline_dir(exp) / "config.yaml"
+    if not path.is_file():
+        return "?"
+    doc = load_yaml(path)
+    return str((doc.get("model") or {}).get("fc_activation", "?")) if isinstance(doc, dict) else "?"
+
+
+def rule_text(saliency_dir: Path, reference: str) -> str:
+    """How the hyper/hypo neurons of ``reference``'s statistics were chosen, in a few words."""
+    path = saliency_dir / reference / "criteria.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    spec = doc.get("classify") if isinstance(doc, dict) else None
+    if not isinstance(spec, dict):
+        return f"? ({reference})"
+    if spec.get("mode") == "percentile":
+        scope = "layer" if spec.get("scope") == "layer" else "network"
+        rule = f"{spec['percent']:g}%/{scope} by {spec['percentile_by'].replace('_', '-')}"
+    else:
+        rule = f"on-rate >= {spec['hyper_on_rate']:g} / <= {spec['hypo_on_rate']:g}"
+    return f"{rule}, {reference}"
+
+
+def selection_rules(exp: Path, prune_info: dict) -> dict[str, str]:
+    """The selection rule behind each protocol: claim 1 on dev, pruning on stage 6's reference
+    set, selective adaptation on each condition's (or the configured set's) statistics."""
+    sal = layout.saliency_dir(exp)
+    out = {"claim1": rule_text(sal, "dev")}
+    ref = prune_info.get("prune_hyper_hypo", {}).get("reference_set")
+    if ref:
+        out["pruning"] = rule_text(sal, ref)
+    refs = set()
+    for f in sorted(layout.adapt_dir(exp).glob("adapt_selective_full.*/*/adapt.json")):
+        refs.add(json.loads(f.read_text()).get("saliency_reference"))
+    refs.discard(None)
+    if len(refs) == 1:
+        out["adaptation"] = rule_text(sal, refs.pop())
+    elif refs:
+        some = sorted(refs)[0]
+        text = rule_text(sal, some).replace(some, "each condition's ood_adapt_<c>") \
+            if all(layout.is_adapt_set(r) for r in refs) else ", ".join(sorted(refs))
+        out["adaptation"] = text
+    return out
+
+
+def claim1_overlap(saliency_dir: Path, reference: str = "dev") -> dict | None:
+    """``{"reference", "jaccard": {criterion: J}}`` from ``<reference>/criteria.json``."""
+    path = saliency_dir / reference / "criteria.json"
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    return {"reference": reference, "jaccard": {r["criterion"]: r["jaccard"] for r in doc.get("rows", [])
+                                                if r.get("jaccard") is not None}}
+
+
+def read_others(others: dict[str, Path] | None) -> dict[str, dict | None]:
+    """Other activations' ``results.json`` for the dashboard (None where the file is missing)."""
+    out: dict[str, dict | None] = {}
+    for name, path in (others or {}).items():
+        out[name] = json.loads(Path(path).read_text()) if Path(path).is_file() else None
+    return out
+
+
+def forgetting_section(forgetting: list[Comparison]) -> str:
+    """What adapting costs on in-domain speech: the paired tests on ``test.<c>`` (in-domain test
+    after adapting to condition ``c``, every condition's utterances pooled); each system's mean is
+    the last column of the claim 3 table."""
+    if not forgetting:
+        return "No selective+full and blind adaptation systems scored on in-domain test after adapting.\n"
+    return ("In-domain test WER after adapting is the last column of the claim 3 table. Paired bootstrap of "
+            "selective+full against the best blind system (the one claim 3 compares with) and against the blind "
+            "system with the lowest in-domain WER after adapting, on in-domain test decoded by each condition's "
+            "adapted model (all conditions' utterances pooled):\n\n" + comparisons_section(forgetting))
+
+
 def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo: str | Path,
-                 out_copy: str | Path | None = None) -> tuple[dict, list[str]]:
+                 out_copy: str | Path | None = None,
+                 others: dict[str, Path] | None = None) -> tuple[dict, list[str]]:
     """Write ``<workdir>/exp/{results.json,RESULTS.md,plots/}``; with ``out_copy`` (the recipe's
-    tracked ``RESULTS.md`` for the default run) also a copy whose plots sit beside it. Returns the
-    ``results.json`` content and the findings of RESULTS.md's "What the data say", one per line."""
+    tracked ``RESULTS.md`` for the default run) also a copy whose plots and results.json sit beside
+    it. ``others``: ``{activation: results.json}`` of runs with another FC activation, whose rows
+    join the claims dashboard. Returns the ``results.json`` content and the findings of RESULTS.md's
+    "What the data say", one per line."""
     exp = Path(workdir) / "exp"
     systems = collect(layout.decode_root(exp))
     doc = results_json(recipe, systems, seed)
@@ -120,8 +203,15 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
     for f in sorted(layout.prune_dir(exp).glob("*/prune.json")):
         prune_info[layout.parse_system_id(f.parent.name)[0]] = json.loads(f.read_text())
     comparisons = paper_comparisons(systems, summary)
-    doc["comparisons"] = [{"name": c.name, "a": c.system_a, "b": c.system_b, "test_sets": c.test_sets,
+    doc["comparisons"] = [{"name": c.name, "key": c.key, "a": c.system_a, "b": c.system_b, "test_sets": c.test_sets,
                            **{k: float(v) for k, v in vars(c.result).items()}} for c in comparisons]
+    doc["activation"] = activation_of(exp)
+    doc["selection"] = selection_rules(exp, prune_info)
+    doc["claim1"] = claim1_overlap(layout.saliency_dir(exp))
+    rows = claim_rows(doc, doc["activation"])
+    for name, other in read_others(others).items():
+        rows += claim_rows(other, name)
+    doc["claims"] = rows_json(rows)
     write_json(exp / "results.json", doc)
 
     plots = exp / "plots"
@@ -138,6 +228,8 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
         figures.append(("Pseudo-label loss during adaptation", "adaptation_losses.png"))
 
 
+    forgetting = [c for c in comparisons if c.key.startswith("forget_")]
+    on_ood = [c for c in comparisons if not c.key.startswith("forget_")]
     shift_md, shift_figures = shift_section(layout.shift_dir(exp), plots)
     figures += shift_figures
     findings = verdicts(summary, comparisons, ood, prune_info, layout.saliency_dir(exp))
@@ -147,28 +239,31 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
         if wer_file.is_file():
             pseudo.append([c, f"{read_wer(wer_file)[0]:.2f}"])
 
-    md = [f"# Results: {recipe}\n",
+    weak = weak_baseline_warning(layout.decode_dir(exp, layout.BASELINE), missing_ok=True)
+    md = [f"# Results: {recipe}\n", *([f"> **{weak}**\n"] if weak else []),
           f"Generated by stage 8 of `{command}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"git revision `{git_revision(Path(repo))}`, {environment()}. Seeds: {doc['seeds']}. "
           "Every number below is read from this run's files; WER in percent, mean ± std (number of seeds) "
           "where a system ran with several seeds.\n",
+          "## Claims dashboard\n", dashboard_section(rows), DASHBOARD_NOTE,
           "## What the data say\n", "\n".join(f"- {v}" for v in findings) + "\n",
           "## Baseline\n",
           table(["set", "WER"], [[t, cell(summary.get("baseline", {}).get(t))] for t in ["dev"] + test_sets]),
-          "## Claim 1: do pruning criteria select hyper and hypo neurons?\n",
+          f"## {CLAIM1_HEADING}\n",
           "For a budget equal to the number of hyper+hypo neurons of each layer, the share of each criterion's "
           "selection that is hyper, hypo or normal, and its precision, recall and Jaccard index against the "
           "hyper+hypo set, per reference set.\n",
           criteria_section(layout.saliency_dir(exp)),
-          "## Claim 2: removing hyper and hypo neurons\n",
+          f"## {CLAIM2_HEADING}\n",
           pruning_section(summary, test_sets, prune_info),
-          "## Claim 3: unsupervised adaptation\n",
+          f"## {CLAIM3_HEADING}\n",
           "Pseudo-label WER of the baseline on each adaptation set (for this report only; no transcript of an "
           "adaptation set is used for training, except by the oracle upper bound):\n",
           table(["condition", "pseudo-label WER"], pseudo) if pseudo else "No adaptation sets decoded.\n",
           adaptation_section(summary, conditions),
-          "## Paired bootstrap tests (utterances of every OOD test set)\n",
-          comparisons_section(comparisons) if comparisons else "Not enough systems for the comparisons.\n",
+          f"## {FORGETTING_HEADING}\n", forgetting_section(forgetting),
+          f"## {BOOTSTRAP_HEADING}\n",
+          comparisons_section(on_ood) if on_ood else "Not enough systems for the comparisons.\n",
           "## WER predicted without transcripts (shift command)\n", shift_md,
           "## Plots\n", "\n".join(f"- [{title}](plots/{name})" for title, name in figures) + "\n"]
     text = "\n".join(md)
@@ -180,5 +275,6 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
             target.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(target) as tmp:
                 tmp.write_bytes((plots / name).read_bytes())
+        write_json(out_copy.parent / "results.json", doc)
         write_text(out_copy, text)
     return doc, findings

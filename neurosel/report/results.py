@@ -67,9 +67,11 @@ class Comparison:
     system_b: str
     test_sets: list[str]
     result: BootstrapResult
+    key: str = ""  # what the claims dashboard (neurosel.report.claims) looks it up by
 
 
-def compare(name: str, a: SystemResults, b: SystemResults, test_sets: list[str], seed: int = 0) -> Comparison:
+def compare(name: str, a: SystemResults, b: SystemResults, test_sets: list[str], seed: int = 0,
+            key: str = "") -> Comparison:
     """Paired bootstrap of ``b`` vs ``a`` on the utterances of ``test_sets``; systems with different
     numbers of seeds are weighted so that each system's seeds count as one average."""
     keys_a, err_a, ref_a, n_a = pooled_counts(a, test_sets)
@@ -77,14 +79,17 @@ def compare(name: str, a: SystemResults, b: SystemResults, test_sets: list[str],
     if keys_a != keys_b:
         raise ValueError(f"{a.name} and {b.name} were scored on different utterances")
     result = paired_bootstrap(err_a * n_b, err_b * n_a, ref_a * n_b, seed=seed)
-    return Comparison(name, a.name, b.name, test_sets, result)
+    return Comparison(name, a.name, b.name, test_sets, result, key)
 
 
 def paper_comparisons(systems: dict[str, SystemResults], summary: dict) -> list[Comparison]:
     """(a) hyper+hypo removal vs random removal on every OOD test set, with mean folding and (when
     run) without; (b) selective-then-full vs the best blind adaptation system (lowest mean OOD
     WER) on every OOD test set; (c) selective-then-full vs random-neurons-then-full, the control
-    that tells the choice of the hyper/hypo neurons from the two-phase schedule itself."""
+    that tells the choice of the hyper/hypo neurons from the two-phase schedule itself. Then the
+    claims' own tests: hyper+hypo removal vs the unpruned baseline (claim 2 as the paper states
+    it) and forgetting: selective-then-full vs the best blind system, and vs the blind system that
+    forgets least, on in-domain test after adapting to each condition (``test.<c>``)."""
     out = []
     ood = lambda s: sorted(t for t in systems[s].runs if layout.is_ood_set(t))  # noqa: E731
     for suffix, how in (("", ""), ("_nofold", ", no mean folding")):
@@ -92,17 +97,53 @@ def paper_comparisons(systems: dict[str, SystemResults], summary: dict) -> list[
         if hh in systems and rnd in systems:
             sets = sorted(set(ood(hh)) & set(ood(rnd)))
             if sets:
-                out.append(compare(f"hyper+hypo removal vs random removal{how}", systems[rnd], systems[hh], sets))
+                out.append(compare(f"hyper+hypo removal vs random removal{how}", systems[rnd], systems[hh], sets,
+                                   key=f"prune_vs_random{suffix}"))
     blind = [s for s in BLIND_SYSTEMS if s in systems and ood(s)]
+    best = None
     if "adapt_selective_full" in systems and blind:
         best = min(blind, key=lambda s: np.mean([summary[s][t]["wer"] for t in ood(s)]))
         sets = sorted(set(ood("adapt_selective_full")) & set(ood(best)))
         if sets:
             out.append(compare(f"selective+full vs best blind ({best})", systems[best],
-                               systems["adapt_selective_full"], sets))
+                               systems["adapt_selective_full"], sets, key="adapt_vs_blind"))
     if "adapt_selective_full" in systems and "adapt_random_full" in systems:
         sets = sorted(set(ood("adapt_selective_full")) & set(ood("adapt_random_full")))
         if sets:
             out.append(compare("selective+full vs random neurons+full", systems["adapt_random_full"],
-                               systems["adapt_selective_full"], sets))
+                               systems["adapt_selective_full"], sets, key="adapt_vs_random"))
+    if "prune_hyper_hypo" in systems and layout.BASELINE in systems:
+        sets = sorted(set(ood("prune_hyper_hypo")) & set(ood(layout.BASELINE)))
+        if sets:
+            out.append(compare("hyper+hypo removal vs baseline", systems[layout.BASELINE],
+                               systems["prune_hyper_hypo"], sets, key="prune_vs_baseline"))
+    out += forgetting_comparisons(systems, summary, best, blind)
+    return out
+
+
+def in_domain_after(system: SystemResults) -> list[str]:
+    """The ``test.<c>`` sets of an adapted system: in-domain test after adapting to ``c``."""
+    return sorted(t for t in system.runs if t.startswith("test."))
+
+
+def forgetting_comparisons(systems: dict[str, SystemResults], summary: dict, best: str | None,
+                           blind: list[str]) -> list[Comparison]:
+    """Selective+full vs ``best`` (the best blind system on OOD) and vs the blind system with the
+    lowest mean in-domain test WER after adapting, on the pooled ``test.<c>`` utterances."""
+    sel = "adapt_selective_full"
+    if sel not in systems or best is None:
+        return []
+    forgets = {s: np.mean([summary[s][t]["wer"] for t in in_domain_after(systems[s])])
+               for s in blind if in_domain_after(systems[s])}
+    out = []
+    for other, name, key in ((best, f"forgetting: selective+full vs best blind ({best}), in-domain test",
+                              "forget_vs_blind"),
+                             (min(forgets, key=forgets.get) if forgets else None,
+                              "forgetting: selective+full vs least-forgetting blind ({}), in-domain test",
+                              "forget_vs_least_forgetting")):
+        if other is None or (key == "forget_vs_least_forgetting" and other == best):
+            continue
+        sets = sorted(set(in_domain_after(systems[sel])) & set(in_domain_after(systems[other])))
+        if sets:
+            out.append(compare(name.format(other), systems[other], systems[sel], sets, key=key))
     return out
