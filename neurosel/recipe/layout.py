@@ -197,6 +197,19 @@ def adapt_dir(exp_dir: str | Path) -> Path:
     return Path(exp_dir) / "adapt"
 
 
+BASELINE_FT = "baseline_ft"
+
+
+def retrain_dir(exp_dir: str | Path) -> Path:
+    """``<exp>/retrain``: pruned systems fine-tuned on train, and ``baseline_ft`` (opt-in)."""
+    return Path(exp_dir) / "retrain"
+
+
+def retrained(system: str) -> str:
+    """``<system>_retrain``: a pruned system fine-tuned after removal."""
+    return f"{system}_retrain"
+
+
 def rates_path(adapt_root: str | Path, system: str) -> Path:
     """``<exp>/adapt/lr/<system>/rates.json``: the learning rates chosen for ``system``."""
     return Path(adapt_root) / "lr" / system / "rates.json"
