@@ -15,7 +15,9 @@
     the stage protocol: exit 0 when fit (and, with --severity-config, the severity sets) is up
     to date, 3 when there is work to do, 1 on an error
 
-``neurosel.recipe.shift`` says what each file holds. Errors (exit 1, one line naming the file): a
+``--device auto|cpu|cuda[:N]`` (before the action): where the model runs (``auto``: a CUDA device
+if PyTorch sees one); the signals and the search stay on the CPU. ``neurosel.recipe.shift`` says
+what each file holds. Errors (exit 1, one line naming the file): a
 missing reference (exp/saliency/dev/stats.pt), a reference of another model, an empty data dir or
 cut set, a missing predictor.
 """
@@ -27,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-from neurosel.cli import run_main
+from neurosel.cli import device_args, run_main
+from neurosel.device import resolve_device
 from neurosel.recipe.severity import SeverityFiles, build_severity_sets, load_severity_config
 from neurosel.recipe.severity import stale as stale_severity_sets
 from neurosel.recipe.shift import RecipeFiles, evaluation_table, fit_recipe, fit_status, score_audio
@@ -37,6 +40,7 @@ from neurosel.stage import status_code, why_redo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shift", description=__doc__.splitlines()[0])
     parser.add_argument("--num-threads", type=int, default=1, help="torch threads")
+    device_args(parser)
     sub = parser.add_subparsers(dest="action", required=True)
     fit = sub.add_parser("fit", help="measure, judge and fit the WER predictor of a recipe run")
     fit.add_argument("--out", type=Path, help="output dir (default <work-dir>/exp/shift)")
@@ -64,12 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.num_threads)
     if args.action == "status":
         return shift_status(args)
+    device = resolve_device(args.device)
     if args.action == "severity":
-        build_severity_sets(args.workdir, load_severity_config(args.config), args.force)
+        build_severity_sets(args.workdir, load_severity_config(args.config), args.force, device)
     elif args.action == "fit":
-        print(evaluation_table(fit_recipe(args.workdir, args.out, args.ridge, args.level, args.severity)))
+        print(evaluation_table(fit_recipe(args.workdir, args.out, args.ridge, args.level, args.severity, device)))
     else:
-        summary = score_audio(args.workdir, args.data, args.out_dir, args.predictor)
+        summary = score_audio(args.workdir, args.data, args.out_dir, args.predictor, device)
         print(f"{args.data}: {summary['verdict']}")
     return 0
 

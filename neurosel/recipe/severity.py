@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 import soundfile as sf
+import torch
 from lhotse import CutSet, LilcomChunkyWriter, Recording, SupervisionSegment
 from lhotse.cut import MonoCut
 
@@ -276,9 +277,10 @@ def stale(files: SeverityFiles, cfg: SeverityConfig) -> list[str]:
     return out + undecoded
 
 
-def build_severity_sets(workdir: str | Path, cfg: SeverityConfig, force: bool = False) -> list[str]:
-    """Render, featurise and decode every set of ``cfg`` that is not up to date (module docs).
-    Returns the names of all the sets."""
+def build_severity_sets(workdir: str | Path, cfg: SeverityConfig, force: bool = False,
+                        device: torch.device = decode_stage.CPU) -> list[str]:
+    """Render, featurise and decode every set of ``cfg`` that is not up to date (module docs; the
+    decoder's forward pass on ``device``). Returns the names of all the sets."""
     files = SeverityFiles(Path(workdir))
     for path, what in ((files.manifest(cfg.source), "stage 0's cuts of the source set"),
                        (files.manifest(cfg.babble_source), "stage 0's cuts of the babble source set"),
@@ -310,6 +312,7 @@ def build_severity_sets(workdir: str | Path, cfg: SeverityConfig, force: bool = 
                 with_feats.to_file(tmp)
         run_once(f"severity set {s.name}", files.data / "marks" / s.name, _set_config(cfg, s),
                  _set_inputs(files, cfg), work, force=force)
-        if decode_stage.decode_here(decode_cfg, files.model, files.lang, files.fbank, files.decode, [s.name], force):
+        if decode_stage.decode_here(decode_cfg, files.model, files.lang, files.fbank, files.decode, [s.name], force,
+                                    device):
             log.info("%s: %s", s.name, decode_stage.wer_line(files.decode / s.name))
     return [s.name for s in sets]

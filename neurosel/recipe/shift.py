@@ -99,6 +99,7 @@ COMBINED = "combined"
 # Two signals, one of each kind: the most a leave-one-condition-out split of a recipe with one
 # in-domain and four OOD test sets can fit (4 fitting sets when the in-domain condition is held out).
 PAIR = ("out_of_range_share", "max_posterior")
+CPU = torch.device("cpu")
 BLANK = 0  # the CTC blank of the recipe's model (neurosel.model.cnn)
 # The signal search: every single signal and pair of signals (pooled and per layer), chosen by
 # leave-one-condition-out MAE and judged nested.
@@ -167,9 +168,10 @@ class ShiftModel:
     digests: dict[str, str]  # {"model": sha256 of model.pt, "reference": sha256 of stats.pt}
 
 
-def load_shift_model(files: RecipeFiles) -> ShiftModel:
-    """Load and check the inputs every signal needs; ``NeuroselError`` naming the file for a
-    missing work dir, model, CMVN or reference, and for a reference of another model."""
+def load_shift_model(files: RecipeFiles, device: torch.device = CPU) -> ShiftModel:
+    """Load and check the inputs every signal needs, the model on ``device`` (the signals are
+    accumulated on the CPU); ``NeuroselError`` naming the file for a missing work dir, model, CMVN
+    or reference, and for a reference of another model."""
     if not files.workdir.is_dir():
         raise NeuroselError(f"{files.workdir}: no such recipe work dir")
     if not files.stats.is_file():
@@ -182,7 +184,7 @@ def load_shift_model(files: RecipeFiles) -> ShiftModel:
         layer_references(reference, fc_widths(model, spec), spec.on_threshold, NeuronSignalConfig())
     except NeuroselError as e:
         raise NeuroselError(f"{files.stats} does not match the model {files.model}: {e}") from e
-    return ShiftModel(model, load_cmvn(layout.cmvn_path(files.fbank)), reference,
+    return ShiftModel(model.to(device), load_cmvn(layout.cmvn_path(files.fbank)), reference,
                       {"model": _sha256(files.model), "reference": _sha256(files.stats)})
 
 
@@ -333,18 +335,23 @@ def fit_status(workdir: str | Path, out_dir: str | Path | None = None, ridge: fl
                severity: bool = False) -> str:
     """``status`` of ``fit`` in ``out_dir``: done, stale or new (``neurosel.stage.status``)."""
     files = RecipeFiles(Path(workdir))
+    if not files.workdir.is_dir():
+        raise NeuroselError(f"{files.workdir}: no such recipe work dir")
+    for path, stage in ((files.model, "3, train"), (files.stats, "5, saliency")):
+        if not path.is_file():
+            raise NeuroselError(f"{path}: no such file (run stage {stage})")
     out = Path(out_dir) if out_dir is not None else files.shift
     return status(out, fit_digest(files, ridge, level, severity))
 
 
 def fit_recipe(workdir: str | Path, out_dir: str | Path | None = None, ridge: float = 0.0,
-               level: float = 0.9, severity: bool = False) -> dict[str, Any]:
+               level: float = 0.9, severity: bool = False, device: torch.device = CPU) -> dict[str, Any]:
     """Measure, judge and fit as the module docs say; write ``signals.tsv``, ``evaluation.json``
     and ``predictor.json`` into ``out_dir`` (default ``<workdir>/exp/shift``). With ``severity``
     the built severity sets join the recipe's sets (each in its condition). Returns the
     evaluation document."""
     files = RecipeFiles(Path(workdir))
-    sm = load_shift_model(files)
+    sm = load_shift_model(files, device)
     sets, signals = measure_sets(files, sm, severity)
     candidates = evaluate(sets, ridge, level)
     chosen = best(candidates)
@@ -461,13 +468,13 @@ def read_predictor(path: Path) -> FittedPredictor:
 
 
 def score_audio(workdir: str | Path, source: str | Path, out_dir: str | Path,
-                predictor_path: str | Path | None = None) -> dict[str, Any]:
+                predictor_path: str | Path | None = None, device: torch.device = CPU) -> dict[str, Any]:
     """Signals, predicted WER and verdict of the audio at ``source`` (module docs); writes
     ``utterances.tsv``, ``shift.png`` and ``summary.json`` into ``out_dir``. Returns the summary."""
     files = RecipeFiles(Path(workdir))
     path = Path(predictor_path) if predictor_path is not None else files.shift / PREDICTOR_JSON
     fitted = read_predictor(path)
-    sm = load_shift_model(files)
+    sm = load_shift_model(files, device)
     for what, digest in sm.digests.items():
         if fitted.digests.get(what) != digest:
             raise NeuroselError(f"{path} was fitted with another {what} than "
