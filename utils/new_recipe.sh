@@ -3,7 +3,12 @@
 # argument, name that split's source in egs/<name>/conf/corpus.yaml. Then ./run.sh --recipe <name>
 # runs every stage.
 #
-#   utils/new_recipe.sh <name> [<split>=<dir> ...]
+#   utils/new_recipe.sh [--train-hours H] <name> [<split>=<dir> ...]
+#
+# --train-hours H: hours of training audio; below 30 h, the small-corpus profile for about 1, 3 or
+#          10 hours (conf/profiles/, chosen by neurosel/recipe/profiles.py) is merged into
+#          conf/train.yaml and conf/lang.yaml: training length with no wall-time cap, augmentation,
+#          model width and BPE size. Without it the template's sizes (some tens of hours) stay.
 #
 # <split>: train, dev, test, ood_adapt_<condition>, ood_<condition> (a condition is lower-case
 #          letters and '_'; neurosel/data/prepare.py SPLIT_NAME is the rule stage 0 applies).
@@ -11,12 +16,20 @@
 #          folder holding one Lhotse *recordings*.jsonl.gz and one *supervisions*.jsonl.gz.
 #          Stored as an absolute path. Without split arguments, edit conf/corpus.yaml by hand.
 # e.g.
-#   utils/new_recipe.sh mycorpus train=/data/mycorpus/train dev=/data/mycorpus/dev test=/data/mycorpus/test
+#   utils/new_recipe.sh --train-hours 2.6 mycorpus train=/data/mycorpus/train dev=/data/mycorpus/dev test=/data/mycorpus/test
 #   ./run.sh --recipe mycorpus --corpus-size tiny   # smoke run, then without --corpus-size
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage="Usage: $0 <name> [<split>=<dir> ...]   (see the header of $0)"
+usage="Usage: $0 [--train-hours H] <name> [<split>=<dir> ...]   (see the header of $0)"
+train_hours=
+if [ "${1:-}" = --train-hours ]; then
+  [ $# -ge 2 ] || { echo "$usage" >&2; exit 1; }
+  train_hours=$2
+  shift 2
+  [[ $train_hours =~ ^[0-9]+([.][0-9]+)?$ ]] && [[ ! $train_hours =~ ^0+([.]0+)?$ ]] \
+    || { echo "$0: --train-hours '$train_hours': expected a positive number of hours" >&2; exit 1; }
+fi
 [ $# -ge 1 ] && [ "$1" != --help ] && [ "$1" != -h ] || { echo "$usage" >&2; exit 1; }
 name=$1
 shift
@@ -56,6 +69,16 @@ sed -i "1s|.*|# egs/$name: a recipe made from egs/TEMPLATE|" "$tmp/README.md"
 if [ -n "$splits_yaml" ]; then
   sed -i '/^splits:/,$d' "$tmp/conf/corpus.yaml"
   printf 'splits:\n%s' "$splits_yaml" >> "$tmp/conf/corpus.yaml"
+fi
+if [ -n "$train_hours" ]; then
+  py=.venv/bin/python
+  [ -x "$py" ] || py=python  # before utils/setup_env.sh has made the venv
+  profile=$("$py" -m neurosel.bin.profile "$train_hours" "$tmp/conf")
+  if [ "$profile" = none ]; then
+    echo "$0: $train_hours h of training audio: the template's sizes (no small-corpus profile from 30 h)" >&2
+  else
+    echo "$0: $train_hours h of training audio: small-corpus profile $profile (conf/profiles/$profile.yaml)" >&2
+  fi
 fi
 mv "$tmp" "egs/$name"
 trap - EXIT
