@@ -30,6 +30,7 @@ corpus_size=default
 force=false
 quiet=false
 train_config=train
+device=auto
 help_message="Usage: $0 [options]   (see the header of $0 for the stage table)
 Options:
   --recipe <name>        recipe under egs/ (default: $recipe)
@@ -43,6 +44,8 @@ Options:
   --force <bool>         redo stages even if up to date
   --train-config <name>  stage 3's config, conf/<name>.yaml (default: $train_config; e.g.
                          train_sigmoid with its own --workdir for the sigmoid study)
+  --device <name>        where stages 4-7 run the model: auto (a GPU if PyTorch sees one, else
+                         the CPU), cpu or cuda[:N]; stage 3 trains on a GPU whenever one is present
   --quiet <bool>         no progress bars"
 invocation="$0 $*"
 . utils/parse_options.sh
@@ -115,27 +118,29 @@ fi
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   test_sets=$(python -m neurosel.bin.layout test-sets "$data/fbank")
   log "stage 4: decode baseline on $test_sets (LM weight tuned on dev)"
-  steps/decode.sh $opts --cmd "$decode_cmd" --nj "$nj" --tune true --config "$conf/decode.yaml" \
+  steps/decode.sh $opts --device "$device" --cmd "$decode_cmd" --nj "$nj" --tune true --config "$conf/decode.yaml" \
     --sets "dev,$test_sets" "$exp/baseline/model.pt" "$data/fbank" "$data/lang" "$exp/decode/baseline"
+  # a loud warning when the baseline is too weak for stages 5-8 to mean anything (conf/decode.yaml: weak_baseline_wer)
+  python -m neurosel.bin.decode check "$exp/baseline/model.pt" "$data/lang" "$data/fbank" "$exp/decode/baseline"
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "stage 5: neuron statistics, hyper/hypo neurons and pruning criteria (dev, each OOD adaptation set, pooled)"
-  steps/saliency.sh $opts --cmd "$cpu_cmd" --nj "$nj" --config "$conf/saliency.yaml" \
+  steps/saliency.sh $opts --device "$device" --cmd "$cpu_cmd" --nj "$nj" --config "$conf/saliency.yaml" \
     "$exp/baseline/model.pt" "$data/fbank" "$data/lang" "$exp/saliency"
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "stage 6: prune (hyper, hypo, hyper+hypo, random, each criterion; WER against fraction removed)"
   test_sets=$(python -m neurosel.bin.layout test-sets "$data/fbank")
-  steps/prune.sh $opts --cmd "$cpu_cmd" --decode-cmd "$decode_cmd" --nj "$nj" --config "$conf/prune.yaml" \
+  steps/prune.sh $opts --device "$device" --cmd "$cpu_cmd" --decode-cmd "$decode_cmd" --nj "$nj" --config "$conf/prune.yaml" \
     --test-sets "$test_sets" --decode-config "$exp/decode/baseline/decode.yaml" \
     "$exp/baseline/model.pt" "$data/fbank" "$data/lang" "$exp/saliency" "$exp/prune"
 fi
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   log "stage 7: adapt to each OOD condition (pseudo-labels; blind, selective, selective+full, random+full, LHUC, oracle; pooled)"
-  steps/adapt.sh $opts --cmd "$train_cmd" --decode-cmd "$decode_cmd" --nj "$nj" --seed "$seed" \
+  steps/adapt.sh $opts --device "$device" --cmd "$train_cmd" --decode-cmd "$decode_cmd" --nj "$nj" --seed "$seed" \
     --config "$conf/adapt.yaml" "$exp/baseline/model.pt" "$data/fbank" "$data/lang" "$exp"
 fi
 

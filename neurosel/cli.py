@@ -32,6 +32,13 @@ def job_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="redo even if up to date")
 
 
+def device_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--device auto|cpu|cuda[:N]`` (``auto``: the GPU where PyTorch sees one, else the CPU;
+    see ``neurosel.device``). The device changes where the model runs, never a marker's hash."""
+    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
+                        help="where the model runs (default auto: a CUDA device if present, else the CPU)")
+
+
 def show_progress(args: argparse.Namespace) -> bool:
     """Progress bars only on a terminal, and never with ``--quiet``."""
     return not getattr(args, "quiet", False) and sys.stderr.isatty()

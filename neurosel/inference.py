@@ -34,6 +34,12 @@ class FeatureBatch:
     feats: torch.Tensor
     feat_lens: torch.Tensor
 
+    def to(self, device: torch.device) -> FeatureBatch:
+        """The same batch with its tensors on ``device`` (itself on the CPU)."""
+        if device.type == "cpu":
+            return self
+        return FeatureBatch(self.cut_ids, self.feats.to(device), self.feat_lens.to(device))
+
 
 def feature_batches(cuts: CutSet, cmvn: tuple[torch.Tensor, torch.Tensor],
                     max_duration: float = INFERENCE_BATCH_SECONDS) -> Iterator[FeatureBatch]:
@@ -58,8 +64,18 @@ def feature_batches(cuts: CutSet, cmvn: tuple[torch.Tensor, torch.Tensor],
 @torch.inference_mode()
 def log_posteriors(model: torch.nn.Module, cuts: CutSet, cmvn: tuple[torch.Tensor, torch.Tensor],
                    max_duration: float = INFERENCE_BATCH_SECONDS) -> Iterator[tuple[FeatureBatch, torch.Tensor, torch.Tensor]]:
-    """Yield ``(batch, log_probs (B, T', V), out_lens (B,))`` for every batch of ``cuts``."""
+    """Yield ``(batch, log_probs (B, T', V), out_lens (B,))`` for every batch of ``cuts``.
+
+    The forward pass runs on the model's device (see ``model_device``); the outputs come back on
+    the CPU, where the search and scoring run."""
     model.eval()
+    device = model_device(model)
     for batch in feature_batches(cuts, cmvn, max_duration):
-        log_probs, out_lens = model(batch.feats, batch.feat_lens)
-        yield batch, log_probs, out_lens
+        on_device = batch.to(device)
+        log_probs, out_lens = model(on_device.feats, on_device.feat_lens)
+        yield batch, log_probs.cpu(), out_lens.cpu()
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's parameters (the CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))

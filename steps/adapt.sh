@@ -24,6 +24,7 @@ decode_config=
 saliency_dir=
 pseudo_dir=
 force=false
+device=auto
 quiet=false
 help_message="Usage: $0 [options] <model.pt> <fbank-dir> <lang-dir> <exp-dir>
  e.g.: $0 --cmd utils/run.pl --nj 2 --config conf/adapt.yaml exp/baseline/model.pt data/fbank data/lang exp
@@ -38,6 +39,7 @@ Options:
   --decode-config <yaml>  the baseline's tuned decode config (default <exp-dir>/decode/baseline/decode.yaml)
   --saliency-dir <dir>    stage 5 output with <ref>/neurons.tsv (default <exp-dir>/saliency)
   --pseudo-dir <dir>      first-pass decode dir (default <exp-dir>/decode/baseline)
+  --device <name>      where the model runs: auto (a GPU if present), cpu, cuda[:N]
   --force <bool>          redo even if up to date
   --quiet <bool>          no progress bars"
 . utils/parse_options.sh

@@ -1,9 +1,12 @@
 # Helpers sourced by the steps/ scripts (not executable on its own).
 # Expects the caller's option variables: config, overlay, overrides, force, and optionally quiet.
 
-# Print the neurosel config flags for the caller's options.
+# Print the neurosel config flags for the caller's options; --device for a step that has a device
+# option (every action of its program takes it, so that naming a device that is not there stops the
+# step at its status check even when nothing is to do).
 config_opts() {
   [ -n "${config:-}" ] && printf -- '--config %s ' "$config"
+  [ -n "${device:-}" ] && printf -- '--device %s ' "$device"
   [ -n "${overlay:-}" ] && printf -- '--overlay %s ' "$overlay"
   for kv in ${overrides:-}; do printf -- '--set %s ' "$kv"; done
   [ "${force:-false}" = true ] && printf -- '--force '

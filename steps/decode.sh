@@ -13,6 +13,7 @@ nj=1
 sets=
 tune=false
 force=false
+device=auto
 help_message="Usage: $0 [options] --sets <set>[,<set>...] <model.pt> <fbank-dir> <lang-dir> <decode-dir>
  e.g.: $0 --tune true --nj 2 --sets test,ood_noise exp/baseline/model.pt data/fbank data/lang exp/decode/baseline
 Options:
@@ -23,6 +24,7 @@ Options:
   --cmd <launcher>     job launcher
   --nj <n>             parallel decoding jobs (each decodes 1/n of every set)
   --tune <bool>        choose the LM weight on the tune set first
+  --device <name>      where the model runs: auto (a GPU if present), cpu, cuda[:N]
   --force <bool>       redo even if up to date"
 . utils/parse_options.sh
 [ $# -eq 4 ] && [ -n "$sets" ] || { echo "$help_message" >&2; exit 1; }

@@ -15,6 +15,7 @@ test_sets=
 decode_config=
 decode_root=
 force=false
+device=auto
 quiet=false
 help_message="Usage: $0 [options] <model.pt> <fbank-dir> <lang-dir> <saliency-dir> <prune-dir>
  e.g.: $0 --nj 2 --config conf/prune.yaml --test-sets test,ood_noise \\
@@ -30,6 +31,7 @@ Options:
   --test-sets <a,b,..>    sets to decode every system on (empty: build the models only)
   --decode-config <yaml>  the baseline's tuned decode.yaml (needed with --test-sets)
   --decode-root <dir>     where <system>/<set>/ decodes go (default: <prune-dir>/../decode)
+  --device <name>      where the model runs: auto (a GPU if present), cpu, cuda[:N]
   --force <bool>          redo even if up to date"
 . utils/parse_options.sh
 [ $# -eq 5 ] || { echo "$help_message" >&2; exit 1; }

@@ -11,6 +11,7 @@ overrides=
 cmd=utils/run.pl
 nj=1
 force=false
+device=auto
 quiet=false
 help_message="Usage: $0 [options] <model.pt> <fbank-dir> <lang-dir> <saliency-dir>
  e.g.: $0 --nj 2 --config conf/saliency.yaml exp/baseline/model.pt data/fbank data/lang exp/saliency
@@ -20,6 +21,7 @@ Options:
   --overrides 'k=v ..' config overrides
   --cmd <launcher>     job launcher
   --nj <n>             parallel jobs over the reference sets
+  --device <name>      where the model runs: auto (a GPU if present), cpu, cuda[:N]
   --force <bool>       redo even if up to date"
 . utils/parse_options.sh
 [ $# -eq 4 ] || { echo "$help_message" >&2; exit 1; }

@@ -30,8 +30,9 @@ import logging
 from pathlib import Path
 
 from neurosel import config as C
-from neurosel.cli import config_args, run_main
+from neurosel.cli import config_args, device_args, run_main
 from neurosel.decode.stage import load_decode_config
+from neurosel.device import resolve_device
 from neurosel.errors import NeuroselError
 from neurosel.recipe import layout
 from neurosel.recipe.adapt_plan import (pending_jobs, planned_indices, run_and_decode, tune_done, unit_done,
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--saliency-dir", type=Path, help="default <exp-dir>/saliency")
     parser.add_argument("--pseudo-dir", type=Path, help="default <exp-dir>/decode/baseline")
     parser.add_argument("--force", action="store_true")
+    device_args(parser)
     parser.add_argument("model", type=Path)
     parser.add_argument("lang", type=Path)
     parser.add_argument("fbank", type=Path)
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = StagePaths(model=args.model, lang=args.lang, fbank=args.fbank,
                        saliency=args.saliency_dir or layout.saliency_dir(args.exp_dir),
                        pseudo=args.pseudo_dir or layout.decode_dir(args.exp_dir, layout.BASELINE),
-                       adapt=layout.adapt_dir(args.exp_dir), decode=layout.decode_root(args.exp_dir))
+                       adapt=layout.adapt_dir(args.exp_dir), decode=layout.decode_root(args.exp_dir),
+                       device=resolve_device(args.device))
     conditions = layout.conditions(args.fbank)
     if not conditions:
         raise NeuroselError(f"{args.fbank}: no {layout.cuts_name(layout.adapt_set('<condition>'))} "

@@ -31,10 +31,11 @@ from pathlib import Path
 import torch
 
 from neurosel import config as C
-from neurosel.cli import config_args, job_args, run_main
+from neurosel.cli import config_args, device_args, job_args, run_main
 from neurosel.decode import stage as decode_stage
 from neurosel.decode.run import DecodeStageConfig, load_cuts
 from neurosel.errors import NeuroselError
+from neurosel.device import resolve_device
 from neurosel.inference import feature_batches
 from neurosel.io import write_json, write_text
 from neurosel.recipe import layout
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["list", "work", "merge", "status", "decode", "table"])
     config_args(parser)
     job_args(parser)
+    device_args(parser)
     parser.add_argument("--lang", type=Path, help="lang dir (action decode, status of the decodes)")
     parser.add_argument("--sets", default="", help="comma-separated sets to decode (actions decode, list, status, "
                         "table: of the decodes)")
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("prune_dir", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.num_threads)
+    device = resolve_device(args.device)
     cfg = C.resolve(PruneStageConfig, args.config, args.overlay, "prune", args.overrides)
     reference = choose_reference(args.saliency_dir, cfg.reference_set)
     table_path = args.saliency_dir / reference[0] / "neurons.tsv"
@@ -120,19 +123,21 @@ def main(argv: list[str] | None = None) -> int:
             raise NeuroselError(f"job {args.job} is not in 1..{args.num_jobs}")
         for plan in plans[args.job - 1::args.num_jobs]:
             decode_stage.decode_here(decode_cfg, args.prune_dir / plan.name / "model.pt", args.lang, args.fbank,
-                                     decode_root / plan.name, decode_sets(plan, args.sets.split(",")), args.force)
+                                     decode_root / plan.name, decode_sets(plan, args.sets.split(",")), args.force,
+                                     device)
         return 0
     if args.action == "work":
         if not 1 <= args.job <= args.num_jobs:
             raise NeuroselError(f"job {args.job} is not in 1..{args.num_jobs}")
-        log.info("reference set %s (%s)", *reference)
+        log.info("reference set %s (%s); speed measured on %s", *reference, device)
         cuts = load_cuts(args.fbank, cfg.speed_set)
         cuts = cuts.subset(cut_ids=sorted(cuts.ids)[:cfg.speed_utterances])
         batches = list(feature_batches(cuts, load_cmvn(layout.cmvn_path(args.fbank)), cfg.max_duration))
         for plan in plans[args.job - 1::args.num_jobs]:
             out = args.prune_dir / plan.name
             run_once(f"prune {plan.name}", out, digest_config(plan), inputs,
-                     lambda: build_system(plan, args.model, reference, table, batches, cfg.speed_repeats, out),
+                     lambda: build_system(plan, args.model, reference, table, batches, cfg.speed_repeats, out,
+                                                  device),
                      force=args.force)
         return 0
     rows = summary_rows(args.prune_dir, plans)

@@ -26,9 +26,10 @@ from pathlib import Path
 import torch
 
 from neurosel import config as C
-from neurosel.cli import config_args, job_args, run_main
+from neurosel.cli import config_args, device_args, job_args, run_main
 from neurosel.decode.run import load_cuts
 from neurosel.errors import NeuroselError
+from neurosel.device import resolve_device
 from neurosel.model import load_model
 from neurosel.recipe import layout
 from neurosel.recipe.layout import DEV, POOLED
@@ -53,6 +54,7 @@ class Paths:
         self.refs = reference_sets(self.fbank)
         self.taylor_dir = self.out / "taylor"
         self.taylor = self.taylor_dir / "taylor.pt"
+        self.device = resolve_device(args.device)  # where the forward (and backward) passes run
 
     def taylor_job(self) -> tuple[dict, list[Path]]:
         c = self.cfg
@@ -90,7 +92,7 @@ def _taylor(paths: Paths, force: bool) -> None:
         return
 
     def work() -> None:
-        model, _ = load_model(paths.model)
+        model = load_model(paths.model)[0].to(paths.device)
         dataset = CtcDataset(load_bpe(paths.lang), load_cmvn(layout.cmvn_path(paths.fbank)))
         stats = taylor_stats(model, load_cuts(paths.fbank, cfg.taylor_set), dataset, cfg)
         log.info("Taylor statistics over %d frames of %s", stats.count, cfg.taylor_set)
@@ -107,8 +109,9 @@ def _reference(paths: Paths, ref: str, force: bool) -> None:
         if ref == POOLED:
             stats = pooled_stats(paths.out, paths.refs)
         else:
-            stats = reference_stats(model, load_cuts(paths.fbank, ref), load_cmvn(layout.cmvn_path(paths.fbank)),
-                                    paths.cfg)
+            stats = reference_stats(model.to(paths.device), load_cuts(paths.fbank, ref),
+                                    load_cmvn(layout.cmvn_path(paths.fbank)), paths.cfg)
+            model.cpu()  # the criteria are computed on the CPU, beside the statistics
         analyse_reference(ref, model, stats, taylor, paths.cfg, paths.out / ref)
 
     config, inputs = paths.ref_job(ref)
@@ -122,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["taylor", "work", "merge", "status", "list", "table"])
     config_args(parser)
     job_args(parser)
+    device_args(parser)
     parser.add_argument("model", type=Path, help="baseline model.pt")
     parser.add_argument("fbank", type=Path, help="stage 1 output: cuts_<split>.jsonl.gz, cmvn.npz")
     parser.add_argument("lang", type=Path, help="stage 2 output: bpe.model (Taylor targets)")

@@ -12,7 +12,7 @@ The references are read only for scoring; nothing here feeds them to a model.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -35,7 +35,10 @@ log = logging.getLogger(__name__)
 class DecodeStageConfig:
     """``conf/decode.yaml``: the search (see ``DecodeConfig``), the LM-weight and blank-penalty
     grids searched on ``tune_set`` (a development set, never a test set; an empty grid keeps
-    ``lm_weight``/``blank_penalty``), and the batch size in seconds of audio."""
+    ``lm_weight``/``blank_penalty``), the batch size in seconds of audio, and
+    ``weak_baseline_wer``: the baseline's ``tune_set`` WER (percent) above which stage 4 and the
+    report warn that the model is too weak for stages 5-8 to mean anything
+    (``neurosel.decode.baseline_check``; no decode depends on it, so it is not in any marker)."""
 
     method: Literal["greedy", "wfst"] = "wfst"
     lm_weight: float = 1.0
@@ -47,6 +50,12 @@ class DecodeStageConfig:
     blank_penalties: list[float] = field(default_factory=list)
     tune_set: str = "dev"
     max_duration: float = INFERENCE_BATCH_SECONDS
+    weak_baseline_wer: float = 40.0
+
+    def hashed(self) -> dict:
+        """The config as a marker's hash sees it: without ``weak_baseline_wer``, which changes
+        no decode."""
+        return {k: v for k, v in asdict(self).items() if k != "weak_baseline_wer"}
 
     def search(self, lm_weight: float | None = None, blank_penalty: float | None = None) -> DecodeConfig:
         """The ``DecodeConfig`` of this stage config, optionally with another LM weight and

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
+
 from neurosel import config as C
 from neurosel.decode.graph import load_graph
 from neurosel.decode.run import (DecodeStageConfig, decode_cuts, job_share, load_cuts, merge_and_score, tune_search,
@@ -23,6 +25,8 @@ from neurosel.data.batches import load_cmvn
 
 log = logging.getLogger("neurosel.decode")
 
+CPU = torch.device("cpu")
+
 
 def load_decode_config(path: str | Path) -> DecodeStageConfig:
     """A decode config file as it is (e.g. the baseline's tuned ``decode.yaml``)."""
@@ -32,7 +36,7 @@ def load_decode_config(path: str | Path) -> DecodeStageConfig:
 def set_digest(cfg: DecodeStageConfig, model: Path, lang: Path, fbank: Path, name: str) -> str:
     """The marker hash of the decode of set ``name``."""
     inputs = [model, layout.decoding_graph(lang), layout.bpe_model(lang), layout.cuts_path(fbank, name)]
-    return fingerprint({"decode": C.to_dict(cfg), "set": name}, inputs)
+    return fingerprint({"decode": cfg.hashed(), "set": name}, inputs)
 
 
 def stale_sets(cfg: DecodeStageConfig, model: Path, lang: Path, fbank: Path, decode_dir: Path,
@@ -48,17 +52,19 @@ def tune_inputs(cfg: DecodeStageConfig, model: Path, lang: Path, fbank: Path) ->
 
 def tune_stale(cfg: DecodeStageConfig, model: Path, lang: Path, fbank: Path, decode_dir: Path) -> bool:
     """True if the LM-weight tuning in ``decode_dir`` is missing or not up to date."""
-    digest = fingerprint(C.to_dict(cfg), tune_inputs(cfg, model, lang, fbank))
+    digest = fingerprint(cfg.hashed(), tune_inputs(cfg, model, lang, fbank))
     return status(decode_dir / "tune", digest) != "done"
 
 
-def tune(cfg: DecodeStageConfig, model: Path, lang: Path, fbank: Path, decode_dir: Path, force: bool = False) -> None:
+def tune(cfg: DecodeStageConfig, model: Path, lang: Path, fbank: Path, decode_dir: Path, force: bool = False,
+         device: torch.device = CPU) -> None:
     """Choose the LM weight and blank penalty on ``cfg.tune_set``; write ``<decode_dir>/decode.yaml``
-    (the config with the chosen values) and ``<decode_dir>/tune/search.tsv``, unless up to date."""
+    (the config with the chosen values) and ``<decode_dir>/tune/search.tsv``, unless up to date.
+    The forward pass runs on ``device``, the search on the CPU."""
     tune_dir = decode_dir / "tune"
 
     def work() -> None:
-        loaded, _ = load_model(model)
+        loaded = load_model(model)[0].to(device)
         lm_weight, blank_penalty = tune_search(
             loaded, load_cuts(fbank, cfg.tune_set), load_cmvn(layout.cmvn_path(fbank)),
             load_graph(lang, with_tlg=True), cfg, tune_dir)
@@ -67,14 +73,15 @@ def tune(cfg: DecodeStageConfig, model: Path, lang: Path, fbank: Path, decode_di
                                     "lm_weights": [], "blank_penalties": []}),
                decode_dir / "decode.yaml")
 
-    run_once(f"LM-weight and blank-penalty tuning on {cfg.tune_set}", tune_dir, C.to_dict(cfg),
+    run_once(f"LM-weight and blank-penalty tuning on {cfg.tune_set}", tune_dir, cfg.hashed(),
              tune_inputs(cfg, model, lang, fbank), work, force=force)
 
 
 def decode_job(cfg: DecodeStageConfig, model: Path, lang: Path, fbank: Path, decode_dir: Path, sets: list[str],
-               job: int, num_jobs: int) -> None:
-    """Job ``job`` of ``num_jobs``: decode its share of each set into ``<set>/parts/<job>.tsv``."""
-    loaded, _ = load_model(model)
+               job: int, num_jobs: int, device: torch.device = CPU) -> None:
+    """Job ``job`` of ``num_jobs``: decode its share of each set into ``<set>/parts/<job>.tsv``
+    (the forward pass on ``device``, the search on the CPU)."""
+    loaded = load_model(model)[0].to(device)
     cmvn = load_cmvn(layout.cmvn_path(fbank))
     graph = load_graph(lang, with_tlg=cfg.method == "wfst")
     for name in sets:
@@ -94,12 +101,12 @@ def merge(cfg: DecodeStageConfig, model: Path, lang: Path, fbank: Path, decode_d
 
 
 def decode_here(cfg: DecodeStageConfig, model: Path, lang: Path, fbank: Path, decode_dir: Path, sets: list[str],
-                force: bool = False) -> bool:
-    """Decode ``model`` on ``sets`` in this process (one job of one), unless every set is up to
-    date. Returns True when it decoded."""
+                force: bool = False, device: torch.device = CPU) -> bool:
+    """Decode ``model`` on ``sets`` in this process (one job of one; the forward pass on
+    ``device``), unless every set is up to date. Returns True when it decoded."""
     if not force and not stale_sets(cfg, model, lang, fbank, decode_dir, sets):
         return False
-    decode_job(cfg, model, lang, fbank, decode_dir, sets, 1, 1)
+    decode_job(cfg, model, lang, fbank, decode_dir, sets, 1, 1, device)
     merge(cfg, model, lang, fbank, decode_dir, sets, 1)
     return True
 

@@ -79,7 +79,7 @@ def run_and_decode(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: 
     """Adapt one unit, then decode its sets (each step skipped when up to date)."""
     run_unit(unit, paths, cfg, conditions, force=force)
     decode_stage.decode_here(decode_cfg, unit_model(unit, paths), paths.lang, paths.fbank,
-                             unit.decode_dir(paths.decode), unit.test_sets(conditions))
+                             unit.decode_dir(paths.decode), unit.test_sets(conditions), device=paths.device)
 
 
 def wer_table(units: list[Unit], paths: StagePaths, conditions: list[str]) -> str:

@@ -71,6 +71,7 @@ class StagePaths:
     pseudo: Path  # first-pass decode dir of the baseline (holds ood_adapt_<c>/)
     adapt: Path  # exp/adapt
     decode: Path  # exp/decode
+    device: torch.device = torch.device("cpu")  # where the model adapts and decodes (not in any marker)
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,9 @@ def heldout_split(ids: list[str], fraction: float) -> tuple[list[str], list[str]
 
 
 def make_data(cuts: CutSet, dataset: PseudoCtcDataset, train_ids: list[str], heldout_ids: list[str],
-              max_duration: float) -> AdaptData:
-    """Endless seed-shuffled training batches over ``train_ids`` and fixed held-out batches."""
+              max_duration: float, device: torch.device = torch.device("cpu")) -> AdaptData:
+    """Endless seed-shuffled training batches over ``train_ids`` and fixed held-out batches, on
+    ``device``."""
     train_cuts = cuts.subset(cut_ids=train_ids)
     heldout_cuts = sorted(cuts.subset(cut_ids=heldout_ids), key=lambda c: (-c.duration, c.id))
 
@@ -166,12 +168,12 @@ def make_data(cuts: CutSet, dataset: PseudoCtcDataset, train_ids: list[str], hel
         for epoch in count():
             sampler.set_epoch(epoch)
             for batch_cuts in sampler:
-                yield dataset[batch_cuts]
+                yield dataset[batch_cuts].to(device)
 
     heldout, group, total = [], [], 0.0
     for cut in heldout_cuts + [None]:
         if group and (cut is None or total + cut.duration > max_duration):
-            heldout.append(dataset[CutSet.from_cuts(group)])
+            heldout.append(dataset[CutSet.from_cuts(group)].to(device))
             group, total = [], 0.0
         if cut is not None:
             group.append(cut)
@@ -251,7 +253,7 @@ def unit_data(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[
     """Load the baseline, the labels (pseudo-labels; true transcripts for the oracle), the neurons
     and the train/held-out batches of ``unit``."""
     torch.set_num_threads(cfg.num_threads)
-    model, _ = load_model(paths.model)
+    model = load_model(paths.model)[0].to(paths.device)
     spec = model.fc_spec()
     sets = unit.adapt_sets(conditions)
     cuts = CutSet.from_cuts(c for s in sets for c in load_cuts(paths.fbank, s))
@@ -277,7 +279,7 @@ def unit_data(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[
                  {str(k): int(v.numel()) for k, v in neurons.items()})
     train_ids, heldout_ids = heldout_split(sorted(tokens), cfg.heldout_fraction)
     data = make_data(cuts, PseudoCtcDataset(tokens, load_cmvn(layout.cmvn_path(paths.fbank)), weights),
-                     train_ids, heldout_ids, cfg.max_duration)
+                     train_ids, heldout_ids, cfg.max_duration, paths.device)
     return UnitData(model, spec, neurons, data, sets, report, len(train_ids), len(heldout_ids))
 
 
@@ -320,7 +322,7 @@ def adapt_unit(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list
     d = unit_data(unit, paths, cfg, conditions)
     adapted, record = adapt_system(d.model, d.spec, unit.system, d.neurons, d.data, unit.seed, cfg, rates=rates)
     out = unit.model_dir(paths.adapt)
-    save_model(adapted, out / "model.pt", adapt={"system": unit.system, "seed": unit.seed,
+    save_model(adapted.cpu(), out / "model.pt", adapt={"system": unit.system, "seed": unit.seed,
                                                    "condition": unit.condition})
     C.save(cfg, out / "config.yaml")
     record.update({"condition": unit.condition, "adaptation_sets": d.sets, "labels": d.labels,

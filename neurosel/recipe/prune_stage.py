@@ -21,7 +21,8 @@ Each system dir holds ``model.pt`` (with its ``index_map``: per FC layer the ori
 the kept neurons), ``removed.tsv`` (layer, neuron of every removed neuron) and ``prune.json``
 (counts, parameters, measured speed: median over repeats of the forward time of the pruned and
 the unpruned model, whole and FC stack alone, over the same preloaded feature batches,
-interleaved in the same process; feature loading is not timed).
+interleaved in the same process; feature loading is not timed; ``speed.device`` and
+``speed.clock`` say where it ran: process CPU time on the CPU, synchronised wall time on a GPU).
 """
 
 from __future__ import annotations
@@ -198,20 +199,26 @@ def select_neurons(plan: SystemPlan, table: NeuronTable, model: nn.Module) -> tu
     return remove, notes
 
 
-def median_seconds(runs: list[Callable[[], object]], repeats: int) -> list[float]:
-    """Median CPU time of this process for each callable; they run interleaved (order alternating
-    between repeats, so that both see the same machine load) after one untimed warm-up run each.
-    CPU time, not wall time: the stage runs two jobs side by side on two cores, and the wall time of
-    a single-threaded job then measured the other job as much as the model (pruned models smaller
-    by 7% came out 0.89x-1.01x as fast in wall time)."""
+def median_seconds(runs: list[Callable[[], object]], repeats: int,
+                   device: torch.device = torch.device("cpu")) -> list[float]:
+    """Median time of each callable; they run interleaved (order alternating between repeats, so
+    that both see the same machine load) after one untimed warm-up run each.
+    On the CPU, CPU time of this process, not wall time: the stage runs two jobs side by side on two
+    cores, and the wall time of a single-threaded job then measured the other job as much as the
+    model (pruned models smaller by 7% came out 0.89x-1.01x as fast in wall time). On a GPU, wall
+    time up to the end of the device's work (the host's CPU time would measure only the launches)."""
     times: list[list[float]] = [[] for _ in runs]
     order = list(range(len(runs)))
+    cuda = device.type == "cuda"
+    clock = time.perf_counter if cuda else time.process_time
     for repeat in range(repeats + 1):
         for i in order if repeat % 2 == 0 else order[::-1]:
-            start = time.process_time()
+            start = clock()
             runs[i]()
+            if cuda:
+                torch.cuda.synchronize(device)
             if repeat:
-                times[i].append(time.process_time() - start)
+                times[i].append(clock() - start)
     return [statistics.median(t) for t in times]
 
 
@@ -238,23 +245,29 @@ def run_fc_stack(model: nn.Module, spec: FcSpec, x: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
-def measure_speed(baseline: nn.Module, pruned: nn.Module, batches: list[FeatureBatch], repeats: int) -> dict[str, Any]:
-    """Forward time of the whole model and of its FC stack alone, pruned vs baseline (medians)."""
+def measure_speed(baseline: nn.Module, pruned: nn.Module, batches: list[FeatureBatch], repeats: int,
+                  device: torch.device = torch.device("cpu")) -> dict[str, Any]:
+    """Forward time of the whole model and of its FC stack alone, pruned vs baseline (medians),
+    both models and the batches on ``device`` (named in the result with the clock used)."""
     if not batches:
         raise NeuroselError("speed measurement: no feature batches (is the speed_set empty?)")
-    models = [baseline.eval(), pruned.eval()]
-    inputs = fc_inputs(baseline, batches)
-    full = median_seconds([lambda m=m: [m(b.feats, b.feat_lens) for b in batches] for m in models], repeats)
-    fc = median_seconds([lambda m=m: [run_fc_stack(m, m.fc_spec(), x) for x in inputs] for m in models], repeats)
+    models = [baseline.to(device).eval(), pruned.to(device).eval()]
+    on_device = [b.to(device) for b in batches]
+    inputs = fc_inputs(baseline, on_device)
+    full = median_seconds([lambda m=m: [m(b.feats, b.feat_lens) for b in on_device] for m in models], repeats,
+                          device)
+    fc = median_seconds([lambda m=m: [run_fc_stack(m, m.fc_spec(), x) for x in inputs] for m in models], repeats,
+                        device)
     return {"seconds": full[1], "seconds_baseline": full[0], "speedup": full[0] / full[1],
             "fc_seconds": fc[1], "fc_seconds_baseline": fc[0], "fc_speedup": fc[0] / fc[1],
             "repeats": repeats, "utterances": sum(len(b.cut_ids) for b in batches),
-            "frames": int(sum(int(b.feat_lens.sum()) for b in batches))}
+            "frames": int(sum(int(b.feat_lens.sum()) for b in batches)),
+            "device": str(device), "clock": "wall (CUDA synchronised)" if device.type == "cuda" else "process CPU"}
 
 
 def build_system(plan: SystemPlan, baseline_path: str | Path, reference: tuple[str, str],
                  table: NeuronTable, speed_batches: list[FeatureBatch], repeats: int,
-                 out_dir: str | Path) -> dict[str, Any]:
+                 out_dir: str | Path, device: torch.device = torch.device("cpu")) -> dict[str, Any]:
     """Prune a copy of the baseline as ``plan`` says and write ``model.pt``, ``removed.tsv`` and
     ``prune.json`` into ``out_dir``; returns the ``prune.json`` content.
 
@@ -285,7 +298,7 @@ def build_system(plan: SystemPlan, baseline_path: str | Path, reference: tuple[s
         "removed": sum(removed), "removed_per_layer": removed,
         "widths_before": widths_before, "widths_after": fc_widths(model, spec),
         "parameters": params, "parameters_baseline": base_params, "parameter_ratio": params / base_params,
-        "speed": measure_speed(baseline, model, speed_batches, repeats),
+        "speed": measure_speed(baseline, model, speed_batches, repeats, device),
         "notes": notes,
     }
     write_json(out_dir / "prune.json", info)

@@ -30,7 +30,7 @@ from lhotse import CutSet
 
 from neurosel import config as C
 from neurosel.errors import NeuroselError
-from neurosel.inference import INFERENCE_BATCH_SECONDS, FeatureBatch, feature_batches
+from neurosel.inference import INFERENCE_BATCH_SECONDS, FeatureBatch, feature_batches, model_device
 from neurosel.io import write_json, write_text
 from neurosel.model import CnnCtcModel
 from neurosel.recipe import layout, saliency_plots
@@ -100,7 +100,8 @@ def reference_sets(fbank_dir: str | Path) -> list[str]:
 
 
 def _forward(model: torch.nn.Module, batch: FeatureBatch) -> Any:
-    return model(batch.feats, batch.feat_lens)
+    on_device = batch.to(model_device(model))
+    return model(on_device.feats, on_device.feat_lens)
 
 
 def reference_stats(model: CnnCtcModel, cuts: CutSet, cmvn: tuple[torch.Tensor, torch.Tensor],
@@ -118,15 +119,18 @@ def taylor_subset(cuts: CutSet, utterances: int, seed: int) -> CutSet:
     return cuts.subset(cut_ids=chosen)
 
 
-def _labelled_batches(cuts: CutSet, dataset: CtcDataset, max_duration: float) -> Iterator[tuple[Batch, None]]:
+def _labelled_batches(cuts: CutSet, dataset: CtcDataset, max_duration: float,
+                      device: torch.device) -> Iterator[tuple[Batch, None]]:
     for cut_batch in make_sampler(cuts, max_duration, shuffle=False):
-        yield dataset[cut_batch], None
+        yield dataset[cut_batch].to(device), None
 
 
 def taylor_stats(model: CnnCtcModel, cuts: CutSet, dataset: CtcDataset, cfg: SaliencyStageConfig) -> TaylorStats:
-    """Taylor statistics of the summed CTC loss over the labelled ``cuts`` (in-domain only)."""
+    """Taylor statistics of the summed CTC loss over the labelled ``cuts`` (in-domain only), on
+    the model's device (the sums come back on the CPU)."""
     subset = taylor_subset(cuts, cfg.taylor_utterances, cfg.seed)
-    return collect_taylor(model, model.fc_spec(), _labelled_batches(subset, dataset, cfg.taylor_max_duration),
+    batches = _labelled_batches(subset, dataset, cfg.taylor_max_duration, model_device(model))
+    return collect_taylor(model, model.fc_spec(), batches,
                           lambda m, batch: ctc_loss_sum(m, batch)[0], cfg.taylor)
 
 
