@@ -105,3 +105,10 @@ def test_prune_says_where_its_speed_was_measured(tiny_recipe):
     for info in infos:
         assert info["speed"]["device"] == "cpu" and info["speed"]["clock"] == "process CPU"
         assert info["speed"]["seconds"] > 0
+    table = subprocess.run([sys.executable, "-m", "neurosel.bin.prune", "table", "--config",
+                            str(ROOT / "egs" / "synth" / "conf" / "prune.yaml"), "--overlay",
+                            str(ROOT / "egs" / "synth" / "conf" / "tiny.yaml"), str(workdir / "exp" / "baseline" / "model.pt"),
+                            str(workdir / "exp" / "saliency"), str(workdir / "data" / "fbank"),
+                            str(workdir / "exp" / "prune")], capture_output=True, text=True, env=env())
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[1] == "speed measured on cpu (process CPU time)"

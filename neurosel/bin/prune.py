@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
@@ -49,9 +50,12 @@ log = logging.getLogger("neurosel.prune")
 
 
 def summary(prune_dir: Path, plans: list[SystemPlan], reference: tuple[str, str]) -> str:
-    """The reference set and the summary table of the built systems."""
-    return f"reference set: {reference[0]} ({reference[1]})\n" + format_rows(SUMMARY_HEADER,
-                                                                               summary_rows(prune_dir, plans))
+    """The reference set, where the speed was measured and the summary table of the built systems."""
+    rows = summary_rows(prune_dir, plans)
+    speeds = [json.loads((prune_dir / p.name / "prune.json").read_text(encoding="utf-8"))["speed"] for p in plans]
+    where = sorted({f"{s.get('device', 'cpu')} ({s.get('clock', 'process CPU')} time)" for s in speeds})
+    return (f"reference set: {reference[0]} ({reference[1]})\nspeed measured on {', '.join(where)}\n"
+            + format_rows(SUMMARY_HEADER, rows))
 
 
 def decode_config(args: argparse.Namespace) -> DecodeStageConfig:
