@@ -18,6 +18,7 @@ modes=episodic,continual
 sources=running
 seeds=1
 targets=stream20
+device=auto
 force=false
 quiet=false
 help_message="Usage: $0 [options] <model.pt> <fbank-dir> <lang-dir> <exp-dir>
@@ -34,13 +35,14 @@ Options:
   --sources <a,b>      where selective's neurons come from: running, condition
   --seeds <a,b,..>     seeds of random (the first seeds the other runs)
   --targets <a,b,..>   ood_<c>, test or stream<segment>
+  --device <d>         where the model adapts: auto (a GPU if there is one), cpu, cuda[:N]
   --force <bool>       redo even if up to date"
 . utils/parse_options.sh
 [ $# -eq 4 ] || { echo "$help_message" >&2; exit 1; }
 model=$1 fbank=$2 lang=$3 exp=$4
 
 . steps/common.sh
-stage_opts="$(config_opts)--moves $moves --mode $modes --source $sources --seed $seeds --target $targets"
+stage_opts="$(config_opts)--moves $moves --mode $modes --source $sources --seed $seeds --target $targets --device $device"
 if ! up_to_date python -m neurosel.bin.tta status $stage_opts "$model" "$lang" "$fbank" "$exp"; then
   run_step "$cmd JOB=1:$nj" "$exp/decode/log/tta.JOB.log" \
     python -m neurosel.bin.tta run $stage_opts --job JOB --num-jobs "$nj" "$model" "$lang" "$fbank" "$exp"

@@ -37,7 +37,8 @@ def step(workdir: Path, exp: Path, *options: str) -> subprocess.CompletedProcess
                           text=True)
 
 
-RUN = ("--overrides", "steps=1", "--moves", "all,selective", "--modes", "episodic", "--targets", "ood_noise")
+RUN = ("--overrides", "steps=1", "--device", "cpu", "--moves", "all,selective", "--modes", "episodic",
+       "--targets", "ood_noise")
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,7 @@ def test_the_step_runs_its_runs_and_then_launches_nothing(tta_run):
     (("--overrides", "no_such_key=1", "--moves", "lhuc", "--targets", "ood_noise"), "no_such_key"),
     (("--moves", "lhuc", "--targets", "ood_nowhere"), "cuts_ood_nowhere.jsonl.gz: no such file"),
     (("--moves", "lhuc", "--modes", "sometimes", "--targets", "ood_noise"), "unknown mode 'sometimes'"),
+    (("--moves", "lhuc", "--targets", "ood_noise", "--device", "gpu"), "--device gpu: expected auto, cpu, cuda"),
 ])
 def test_a_broken_config_or_missing_set_stops_the_step_before_any_job(tiny_recipe, tmp_path, options, message):
     workdir, _ = tiny_recipe

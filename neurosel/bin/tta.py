@@ -2,17 +2,20 @@
 
     python -m neurosel.bin.tta [run|status] [--config conf/tta.yaml] --moves selective
         --mode episodic [--source running|condition] [--seed N] [--target ood_noise|test|stream20]
-        [--device auto|cpu|cuda] [--force] <model.pt> <lang-dir> <fbank-dir> <exp-dir>
+        [--device auto|cpu|cuda[:N]] [--job J --num-jobs N] [--force]
+        <model.pt> <lang-dir> <fbank-dir> <exp-dir>
     python -m neurosel.bin.tta subset --per-set N [--seed S] <fbank-dir> <out-fbank-dir>
     python -m neurosel.bin.tta report [--stage7 <exp-dir>] [--out table.md] <exp-dir>
 
-``run`` (the default action) writes ``<exp-dir>/decode/<system>/<target>/`` (hyp.txt, ref.txt,
+``run`` (the default action) adapts on ``--device`` (the search stays on the CPU) and writes ``<exp-dir>/decode/<system>/<target>/`` (hyp.txt, ref.txt,
 errs.txt, wer, progress.tsv, tta.json) with ``<system>`` =
 ``tta_<moves>_<mode>[_<source>][.s<seed>]``, resuming a killed run, and marks it done for its
 config and inputs (an up-to-date run is skipped, a changed one redone from the start); needs
 stage 4's tuned ``<exp-dir>/decode/baseline/decode.yaml`` and, for ``--source condition``, stage
 5's ``<exp-dir>/saliency/ood_adapt_<c>/neurons.tsv``. Prints the WER line and the CPU cost per
-second of audio. ``status`` answers the stage protocol for the same arguments (0 up to date, 3 to
+second of audio. ``--moves``, ``--mode``, ``--source``, ``--seed`` and ``--target`` take comma
+lists: every combination is a run (sources apply to ``selective``, seeds to ``random``), and
+``--job J --num-jobs N`` does runs J, J+N, ... ``status`` answers the stage protocol for the same arguments (0 up to date, 3 to
 do, 1 a broken config or missing input). ``subset`` writes a fixed, seeded subset of a fbank dir's
 sets (the same utterances for every system). ``report`` prints (or writes) the markdown table of
 every TTA run under ``<exp-dir>/decode`` beside the unadapted model and stage 7's systems.
@@ -30,6 +33,7 @@ import torch
 
 from neurosel import config as C
 from neurosel.cli import config_args, run_main
+from neurosel.device import resolve_device
 from neurosel.errors import NeuroselError
 from neurosel.io import write_json, write_text
 from neurosel.recipe import layout
@@ -51,6 +55,9 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--job", type=int, default=1, help="this job's number, 1-based: runs job, job+N, ..")
     parser.add_argument("--num-jobs", type=int, default=1, help="how many jobs share the runs")
     parser.add_argument("--num-threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
+                        help="where the model adapts (default auto: a CUDA device if present, else the CPU); "
+                        "the search runs on the CPU, and the device is not part of a run's marker")
     parser.add_argument("--force", action="store_true", help="redo even if up to date")
     parser.add_argument("model", type=Path)
     parser.add_argument("lang", type=Path)
@@ -84,6 +91,7 @@ def _runs(args: argparse.Namespace) -> list[TtaRun]:
 
 def _run(action: str, argv: list[str]) -> int:
     args = _run_parser().parse_args(argv)
+    device = resolve_device(args.device)
     if not 1 <= args.job <= args.num_jobs:
         raise NeuroselError(f"tta: job {args.job} is not in 1..{args.num_jobs}")
     torch.set_num_threads(args.num_threads)
@@ -98,7 +106,7 @@ def _run(action: str, argv: list[str]) -> int:
                 if status(_out_dir(args.exp, r), _digest(r, cfg, args, decode_yaml, saliency)) != "done"]
         return status_code("tta", layout.decode_root(args.exp), todo, args.force)
     for run in runs[args.job - 1::args.num_jobs]:
-        summary = _run_one(run, cfg, args, decode_yaml, saliency)
+        summary = _run_one(run, cfg, args, decode_yaml, saliency, device)
         print(json.dumps({k: summary[k] for k in ("system", "wer", "adapt_cpu_per_audio_second",
                                                   "search_cpu_per_audio_second")}), flush=True)
     return 0
@@ -115,7 +123,7 @@ def _digest(run: TtaRun, cfg: TtaStageConfig, args: argparse.Namespace, decode_y
 
 
 def _run_one(run: TtaRun, cfg: TtaStageConfig, args: argparse.Namespace, decode_yaml: Path,
-             saliency: Path) -> dict:
+             saliency: Path, device: torch.device) -> dict:
     """Run (or skip, when up to date) one TTA run; returns its summary."""
     out_dir = _out_dir(args.exp, run)
     digest = _digest(run, cfg, args, decode_yaml, saliency)
@@ -126,7 +134,7 @@ def _run_one(run: TtaRun, cfg: TtaStageConfig, args: argparse.Namespace, decode_
         for name in ("state.pt", "progress.tsv"):
             (out_dir / name).unlink(missing_ok=True)
     clear(out_dir)
-    summary = run_tta(run, cfg, args.model, args.lang, args.fbank, decode_yaml, saliency, out_dir)
+    summary = run_tta(run, cfg, args.model, args.lang, args.fbank, decode_yaml, saliency, out_dir, device)
     write_json(out_dir / "tta.json", {**summary, "config": C.to_dict(cfg)})
     mark_done(out_dir, digest, stage="tta")
     return summary

@@ -171,7 +171,7 @@ def subset_fbank(fbank: Path, out: Path, per_set: int, seed: int) -> list[str]:
 def _forward(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     feats, lens = batch
     log_probs, out_lens = model(feats, lens)
-    return log_probs, torch.arange(log_probs.size(1))[None, :] < out_lens[:, None]
+    return log_probs, torch.arange(log_probs.size(1), device=out_lens.device)[None, :] < out_lens[:, None]
 
 
 class _Selection:
@@ -199,14 +199,17 @@ class _Selection:
 
 
 def run_tta(run: TtaRun, cfg: TtaStageConfig, model_path: Path, lang: Path, fbank: Path, decode_yaml: Path,
-            saliency: Path, out_dir: Path) -> dict[str, Any]:
+            saliency: Path, out_dir: Path, device: torch.device = torch.device("cpu")) -> dict[str, Any]:
     """Adapt and decode every utterance of ``run.target`` into ``out_dir`` (resuming from its
-    ``state.pt``); returns the WER line and the costs (CPU seconds per second of audio)."""
+    ``state.pt``); returns the WER line and the costs (CPU seconds per second of audio). The model
+    adapts on ``device``; the search runs on the CPU (on a GPU the costs count the host's CPU time
+    only)."""
     torch.manual_seed(run.seed)
     search = C.resolve(DecodeStageConfig, decode_yaml, None, "decode", []).search()
     graph = load_graph(lang, with_tlg=search.method == "wfst")
     cmvn = load_cmvn(layout.cmvn_path(fbank))
     model, _ = load_model(model_path)
+    model.to(device)
     spec = model.fc_spec()
     widths = fc_widths(model, spec)
     items = stream_items(fbank, run.target, cfg.stream_seed)
@@ -220,7 +223,7 @@ def run_tta(run: TtaRun, cfg: TtaStageConfig, model_path: Path, lang: Path, fban
     for index in range(done, len(items)):
         set_name, cut = items[index]
         batch = next(iter(feature_batches(CutSet.from_cuts([cut]), cmvn)))
-        pair = (batch.feats, batch.feat_lens)
+        pair = (batch.feats.to(device), batch.feat_lens.to(device))
         start = time.process_time()
         if needs_running:
             _observe(model, pair, running)
@@ -230,7 +233,7 @@ def run_tta(run: TtaRun, cfg: TtaStageConfig, model_path: Path, lang: Path, fban
         except NeuroselError as e:
             raise NeuroselError(f"{run.system}, utterance {index + 1} ({cut.id}): {e}") from e
         adapted = time.process_time()
-        hyp = decode_log_probs(scores, torch.tensor([scores.size(1)]), graph, search)[0]
+        hyp = decode_log_probs(scores.detach().cpu(), torch.tensor([scores.size(1)]), graph, search)[0]
         searched = time.process_time()
         losses = adapter.history[-1].losses
         rows.append(f"{cut.id}\t{adapted - start:.4f}\t{searched - adapted:.4f}\t{cut.duration:.3f}\t"
