@@ -73,6 +73,19 @@ def test_dashboard_rows_from_hand_made_results() -> None:
     assert text.count("**not run**") == 4
 
 
+def test_retraining_rows_replace_not_run_when_the_study_ran() -> None:
+    doc = hand_made()
+    doc["systems"]["prune_hyper_hypo_retrain"] = {t: entry(1) for t in OOD}
+    doc["systems"]["baseline_ft"] = {t: entry(1) for t in OOD}
+    doc["comparisons"].append(comparison("retrain_vs_baseline_ft", "baseline_ft", "prune_hyper_hypo_retrain",
+                                         +0.9, +0.2, +1.6))
+    rows = claim_rows(doc, "relu")
+    (row,) = by_key(rows, "2", "removal, then retraining")
+    assert row.verdict == REFUTED and row.comparison == "prune_hyper_hypo_retrain vs baseline_ft"
+    assert row.anchor == "#claim-2-with-retraining-prune-then-fine-tune"
+    assert [r.verdict for r in by_key(rows, "2 (control)", "removal, then retraining")] == [NOT_RUN]
+
+
 def test_missing_results_json_is_one_row() -> None:
     (row,) = claim_rows(None, "sigmoid")
     assert row.verdict == NO_RESULTS and row.activation == "sigmoid"

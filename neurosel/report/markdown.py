@@ -41,7 +41,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def pruning_section(summary: Summary, test_sets: list[str], prune_info: dict) -> str:
-    systems = ["baseline"] + sorted(s for s in summary if s.startswith("prune_"))
+    systems = ["baseline"] + sorted(s for s in summary if s.startswith("prune_") and not is_retrained(s))
     ood = [t for t in test_sets if layout.is_ood_set(t)]
     base_ood = mean_wer(summary, "baseline", ood)
     rows = []
@@ -65,6 +65,28 @@ def pruning_section(summary: Summary, test_sets: list[str], prune_info: dict) ->
               "same for the FC stack alone. The whole forward includes the conv front end, which pruning "
               "leaves as it is, and its timing varies by a few percent with the allocator's page faults: "
               "`bench/` measures it on more audio.\n")
+
+
+def is_retrained(system: str) -> bool:
+    """A pruned system fine-tuned after removal (``layout.retrained``)."""
+    return system.endswith(layout.retrained(""))
+
+
+def retrain_section(summary: Summary, test_sets: list[str]) -> str:
+    """Each retrained system beside its pruned model before retraining, and the control
+    ``baseline_ft`` beside the baseline; WER on every test set and mean OOD."""
+    retrained = sorted(s for s in summary if is_retrained(s))
+    if not retrained:
+        return ("Not run (not part of the default run): `python -m neurosel.bin.retrain` fine-tunes the pruned "
+                "systems and the unpruned control `baseline_ft` alike (see README).\n")
+    ood = [t for t in test_sets if layout.is_ood_set(t)]
+    rows = []
+    for s in ["baseline", layout.BASELINE_FT] + [x for r in retrained for x in (r.removesuffix("_retrain"), r)]:
+        if s not in summary:
+            continue
+        m = mean_wer(summary, s, ood)
+        rows.append([s] + [cell(summary[s].get(t)) for t in test_sets] + ["–" if m is None else f"{m:.2f}"])
+    return table(["system"] + test_sets + ["mean OOD"], rows)
 
 
 def adaptation_section(summary: Summary, conditions: list[str]) -> str:

@@ -118,6 +118,15 @@ def paper_comparisons(systems: dict[str, SystemResults], summary: dict) -> list[
             out.append(compare("hyper+hypo removal vs baseline", systems[layout.BASELINE],
                                systems["prune_hyper_hypo"], sets, key="prune_vs_baseline"))
     out += forgetting_comparisons(systems, summary, best, blind)
+    hh = layout.retrained("prune_hyper_hypo")
+    for other, name, key in ((layout.retrained("prune_random"), "hyper+hypo removal vs random removal, both retrained",
+                              "retrain_vs_random"),
+                             (layout.BASELINE_FT, "hyper+hypo removal+retraining vs baseline fine-tuned alike",
+                              "retrain_vs_baseline_ft")):
+        if hh in systems and other in systems:
+            sets = sorted(set(ood(hh)) & set(ood(other)))
+            if sets:
+                out.append(compare(name, systems[other], systems[hh], sets, key=key))
     return out
 
 

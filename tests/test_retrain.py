@@ -1,0 +1,83 @@
+"""Prune, then retrain (neurosel.train.finetune, python -m neurosel.bin.retrain) on the tiny speech
+corpus: the control baseline_ft takes exactly the steps, data order and learning rate of the
+retrained pruned systems; the learning rate is the grid's lowest dev loss; status answers the stage
+protocol."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fixtures_speech import TinySpeech, tiny_speech  # noqa: F401  (session fixture)
+from neurosel.errors import NeuroselError
+from neurosel.bin import retrain
+from neurosel.data.batches import load_bpe
+from neurosel.model import build_model, load_model, save_model
+from neurosel.model.cnn import ModelConfig
+from neurosel.prune.remove import remove_neurons
+from neurosel.recipe import layout
+from neurosel.train.finetune import batch_plan
+from lhotse import load_manifest
+
+
+def corpus_layout(data: TinySpeech, root: Path) -> tuple[Path, Path, Path]:
+    """(baseline.pt, prune dir, lang dir) beside the tiny corpus: a random model and two pruned
+    copies of it (hyper_hypo and one random seed; two neurons of each FC layer removed)."""
+    vocab = load_bpe(data.lang_dir).get_piece_size()
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(vocab_size=vocab, conv_channels=[4, 4], fc_dims=[16, 16], fc_norm="none"))
+    baseline = root / "baseline" / "model.pt"
+    save_model(model, baseline)
+    prune = root / "prune"
+    for sid, idx in (("prune_hyper_hypo", [0, 1]), ("prune_random.s1", [5, 9])):
+        pruned, _ = load_model(baseline)
+        pruned, _, _ = remove_neurons(pruned, pruned.fc_spec(), {0: torch.tensor(idx), 1: torch.tensor(idx)})
+        save_model(pruned, prune / sid / "model.pt")
+    return baseline, prune, data.lang_dir
+
+
+def test_batch_plan_is_fixed_by_its_seed_and_cycles_epochs(tiny_speech: TinySpeech) -> None:  # noqa: F811
+    cuts = load_manifest(tiny_speech.fbank_dir / "cuts_train.jsonl.gz")
+    plan = batch_plan(cuts, 6.0, seed=3, steps=40)
+    assert len(plan) == 40 and plan == batch_plan(cuts, 6.0, seed=3, steps=40)
+    assert plan != batch_plan(cuts, 6.0, seed=4, steps=40)
+    assert sum(map(len, plan)) > len(cuts)  # more steps than one epoch: the next epochs follow
+
+
+def test_control_takes_the_steps_and_data_order_of_the_pruned_systems(tiny_speech: TinySpeech,  # noqa: F811
+                                                                      tmp_path: Path) -> None:
+    baseline, prune, lang = corpus_layout(tiny_speech, tmp_path)
+    conf = tmp_path / "retrain.yaml"
+    conf.write_text("steps: 5\nmax_duration: 6.0\nlr_grid: [1.0e-4, 3.0e-2]\n"
+                    "systems: [prune_hyper_hypo, prune_random]\n")
+    args = ["--config", str(conf), str(baseline), str(prune), str(tiny_speech.fbank_dir), str(lang),
+            str(tmp_path / "retrain")]
+    assert retrain.main(["status", *args]) == 3
+    assert retrain.main(args) == 0
+    assert retrain.main(["status", *args]) == 0
+    out = tmp_path / "retrain"
+    lr = json.loads((out / "lr.json").read_text())
+    assert set(lr["grid_dev_loss"]) == {"0.0001", "0.03"}
+    assert lr["chosen"] == float(min(lr["grid_dev_loss"], key=lr["grid_dev_loss"].get))
+    runs = {name: json.loads((out / name / "retrain.json").read_text())
+            for name in (layout.BASELINE_FT, "prune_hyper_hypo_retrain", "prune_random_retrain.s1")}
+    for name, info in runs.items():
+        assert (info["steps"], info["lr"], info["plan_sha256"]) == (5, lr["chosen"], lr["plan_sha256"]), name
+    assert runs["prune_random_retrain.s1"]["from"].endswith("prune_random.s1/model.pt")
+    # the retrained model keeps its pruned shape and moved away from the pruned weights
+    before, _ = load_model(prune / "prune_hyper_hypo" / "model.pt")
+    after, _ = load_model(out / "prune_hyper_hypo_retrain" / "model.pt")
+    b, a = before.state_dict(), after.state_dict()
+    assert all(a[k].shape == b[k].shape for k in b) and any(not torch.equal(a[k], b[k]) for k in b)
+
+
+def test_a_system_stage_6_did_not_build_is_an_error(tiny_speech: TinySpeech, tmp_path: Path) -> None:  # noqa: F811
+    baseline, prune, lang = corpus_layout(tiny_speech, tmp_path)
+    conf = tmp_path / "retrain.yaml"
+    conf.write_text("steps: 2\nsystems: [prune_taylor1]\n")
+    with pytest.raises(NeuroselError, match="prune_taylor1"):
+        retrain.main(["status", "--config", str(conf), str(baseline), str(prune), str(tiny_speech.fbank_dir),
+                      str(lang), str(tmp_path / "retrain")])
