@@ -16,6 +16,7 @@ from neurosel.errors import NeuroselError
 from neurosel.recipe import layout
 from neurosel.recipe.tta import subset_fbank
 from neurosel.recipe.tta_report import report_markdown
+from neurosel.stage import MARKER
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,12 +110,12 @@ def test_the_report_is_read_from_the_runs_files(tta_run):
 
 def test_a_run_killed_before_its_marker_is_not_reported(tta_run, tmp_path):
     workdir, exp, _ = tta_run
-    (decode := layout.decode_root(exp) / "tta_all_episodic" / "ood_noise" / ".done").unlink()
+    (marker := layout.decode_root(exp) / "tta_all_episodic" / "ood_noise" / MARKER).unlink()
     try:
         assert "| tta all |" not in report_markdown(exp)
     finally:
         step(workdir, exp, *RUN)  # marks it again (its config and inputs did not change: no redo needed)
-    assert decode.is_file()
+    assert marker.is_file()
     with pytest.raises(NeuroselError, match="no finished TTA run"):
         report_markdown(own_exp(workdir, tmp_path / "empty"))
 
