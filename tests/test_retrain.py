@@ -81,3 +81,23 @@ def test_a_system_stage_6_did_not_build_is_an_error(tiny_speech: TinySpeech, tmp
     with pytest.raises(NeuroselError, match="prune_taylor1"):
         retrain.main(["status", "--config", str(conf), str(baseline), str(prune), str(tiny_speech.fbank_dir),
                       str(lang), str(tmp_path / "retrain")])
+
+
+def test_the_step_fine_tunes_then_decodes_nothing_without_test_sets(tiny_speech: TinySpeech,  # noqa: F811
+                                                                    tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    baseline, prune, lang = corpus_layout(tiny_speech, tmp_path)
+    conf = tmp_path / "retrain.yaml"
+    conf.write_text("steps: 2\nmax_duration: 6.0\nlr_grid: [1.0e-3]\nsystems: [prune_hyper_hypo]\n")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PATH": f"{root / '.venv' / 'bin'}:{os.environ['PATH']}"}
+    step = ["steps/retrain.sh", "--config", str(conf), "--device", "cpu", str(baseline), str(prune),
+            str(tiny_speech.fbank_dir), str(lang), str(tmp_path / "retrain")]
+    done = subprocess.run(step, cwd=root, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "retrain" / "prune_hyper_hypo_retrain" / "model.pt").is_file()
+    listed = subprocess.run(["python", "-m", "neurosel.bin.retrain", "systems", *step[1:3], *step[5:]], cwd=root,
+                            capture_output=True, text=True, env=env)
+    assert listed.stdout.split() == ["baseline_ft", "prune_hyper_hypo_retrain"]

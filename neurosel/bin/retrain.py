@@ -8,7 +8,8 @@ is fine-tuned on in-domain ``train`` with the same batch plan, optimiser and lea
 The control ``baseline_ft`` is the unpruned baseline fine-tuned alike; the learning rate is the one
 of ``lr_grid`` whose fine-tuned baseline has the lowest dev CTC loss (``<retrain-dir>/lr.json``;
 that run's model is ``baseline_ft``). ``status`` exits 0 when every system is up to date, 3 when
-some is to do, 1 on an error (a missing input, a system the prune dir lacks).
+some is to do, 1 on an error (a missing input, a system the prune dir lacks); ``systems`` prints
+the system ids it makes, one a line (``steps/retrain.sh`` decodes them).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from pathlib import Path
 import torch
 
 from neurosel import config as C
-from neurosel.cli import config_args, run_main
+from neurosel.cli import config_args, device_args, run_main
 from neurosel.data.batches import CtcDataset, load_bpe, load_cmvn
 from neurosel.decode.run import load_cuts
+from neurosel.device import resolve_device
 from neurosel.errors import NeuroselError
 from neurosel.io import write_json
 from neurosel.model import load_model, save_model
@@ -52,8 +54,11 @@ def systems_of(cfg: FinetuneConfig, prune_dir: Path) -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     action, argv = split_action(argv)
+    if argv and argv[0] == "systems":
+        action, argv = "systems", argv[1:]
     parser = argparse.ArgumentParser(prog="retrain", description=__doc__.splitlines()[0])
     config_args(parser)
+    device_args(parser)
     parser.add_argument("--force", action="store_true")
     parser.add_argument("baseline", type=Path)
     parser.add_argument("prune_dir", type=Path)
@@ -70,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     lr_inputs = [args.baseline, *data]
     lr_config = {"retrain": C.to_dict(cfg), "what": "lr"}
     unit_config = lambda: {"retrain": C.to_dict(cfg), "lr": chosen_lr(args.retrain_dir)}  # noqa: E731
+    if action == "systems":
+        print("\n".join([layout.BASELINE_FT, *systems]))
+        return UP_TO_DATE
     if action == "status":
         todo = [] if status(lr_dir, fingerprint(lr_config, lr_inputs)) == "done" and not args.force \
             else [layout.BASELINE_FT]
@@ -78,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                     if status(args.retrain_dir / s, fingerprint(unit_config(), [m, *data])) != "done"]
         return status_code("retrain", args.retrain_dir, todo, args.force)
 
+    device = resolve_device(args.device)
     torch.set_num_threads(cfg.num_threads)
     train_cuts = load_cuts(args.fbank, "train")
     dev_cuts = load_cuts(args.fbank, "dev")
@@ -88,11 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     def one(model_path: Path, lr: float) -> tuple[torch.nn.Module, list[float], float]:
         torch.manual_seed(cfg.seed)
         model, _ = load_model(model_path)
-        losses = finetune(model, train_cuts, dataset, plan, lr, cfg.grad_clip)
-        return model, losses, dev_loss(model, dev_cuts, dataset, cfg.max_duration)
+        model.to(device)
+        losses = finetune(model, train_cuts, dataset, plan, lr, cfg.grad_clip, device)
+        loss = dev_loss(model, dev_cuts, dataset, cfg.max_duration, device)
+        return model.cpu(), losses, loss
 
     def choose() -> None:
-        before = dev_loss(load_model(args.baseline)[0], dev_cuts, dataset, cfg.max_duration)
+        before = dev_loss(load_model(args.baseline)[0].to(device), dev_cuts, dataset, cfg.max_duration, device)
         grid, best = {}, None
         for lr in cfg.lr_grid:
             model, losses, loss = one(args.baseline, lr)

@@ -68,28 +68,29 @@ def plan_digest(plan: list[list[str]]) -> str:
 
 
 def finetune(model: nn.Module, cuts: CutSet, dataset: CtcDataset, plan: list[list[str]], lr: float,
-             grad_clip: float = 5.0) -> list[float]:
-    """Update every parameter of ``model`` once per batch of ``plan`` (Adam, constant ``lr``);
-    returns the loss per token of each step."""
+             grad_clip: float = 5.0, device: torch.device = torch.device("cpu")) -> list[float]:
+    """Update every parameter of ``model`` (on ``device``) once per batch of ``plan`` (Adam,
+    constant ``lr``); returns the loss per token of each step."""
     by_id = {c.id: c for c in cuts}
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
     model.train()
     losses = []
     for ids in plan:
-        batch = dataset[CutSet.from_cuts(by_id[i] for i in ids)]
+        batch = dataset[CutSet.from_cuts(by_id[i] for i in ids)].to(device)
         losses.append(train_step(model, batch, params, optimizer, grad_clip=grad_clip))
     model.eval()
     return losses
 
 
 @torch.no_grad()
-def dev_loss(model: nn.Module, cuts: CutSet, dataset: CtcDataset, max_duration: float) -> float:
-    """CTC loss per token of ``model`` on ``cuts`` (eval mode, every cut once)."""
+def dev_loss(model: nn.Module, cuts: CutSet, dataset: CtcDataset, max_duration: float,
+             device: torch.device = torch.device("cpu")) -> float:
+    """CTC loss per token of ``model`` (on ``device``) on ``cuts`` (eval mode, every cut once)."""
     model.eval()
     total, tokens = 0.0, 0
     for batch_cuts in make_sampler(cuts, max_duration, shuffle=False):
-        loss_sum, n = ctc_loss_sum(model, dataset[batch_cuts])
+        loss_sum, n = ctc_loss_sum(model, dataset[batch_cuts].to(device))
         total, tokens = total + float(loss_sum), tokens + n
     if tokens == 0:
         raise NeuroselError("fine-tuning: the dev cuts have no target tokens")
