@@ -82,11 +82,12 @@ def test_steps_and_run_sh_pass_the_device(tiny_recipe, tmp_path):
         config = ["--config", str(ROOT / "egs" / "synth" / "conf" / f"{step}.yaml"),
                   "--overlay", str(ROOT / "egs" / "synth" / "conf" / "tiny.yaml")]
         if step == "prune":
-            config += ["--test-sets", "test", "--decode-config", str(exp / "decode" / "baseline" / "decode.yaml")]
+            config += ["--test-sets", ",".join(layout.test_sets(data / "fbank")),  # as run.sh passes them
+                       "--decode-config", str(exp / "decode" / "baseline" / "decode.yaml")]
         cpu = subprocess.run([f"steps/{step}.sh", "--device", "cpu", *config, *map(str, args)], cwd=ROOT,
                              capture_output=True, text=True, env=env())
         assert cpu.returncode == 0, cpu.stderr[-2000:]
-        assert "log in" not in cpu.stderr, f"{step}: a job was launched although up to date"
+        assert "log in" not in cpu.stderr, f"{step}: a job was launched although up to date: {cpu.stderr[-3000:]}"
         # ... and stops at it, naming the problem, with cuda on a machine without it
         cuda = subprocess.run([f"steps/{step}.sh", "--device", "cuda", *config, *map(str, args)], cwd=ROOT,
                               capture_output=True, text=True, env=env())
