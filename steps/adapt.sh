@@ -39,7 +39,7 @@ Options:
   --decode-config <yaml>  the baseline's tuned decode config (default <exp-dir>/decode/baseline/decode.yaml)
   --saliency-dir <dir>    stage 5 output with <ref>/neurons.tsv (default <exp-dir>/saliency)
   --pseudo-dir <dir>      first-pass decode dir (default <exp-dir>/decode/baseline)
-  --device <name>      where the model runs: auto (a GPU if present), cpu, cuda[:N]
+  --device <name>         where the model runs: auto (a GPU if present), cpu, cuda[:N]
   --force <bool>          redo even if up to date
   --quiet <bool>          no progress bars"
 . utils/parse_options.sh

@@ -31,7 +31,7 @@ Options:
   --test-sets <a,b,..>    sets to decode every system on (empty: build the models only)
   --decode-config <yaml>  the baseline's tuned decode.yaml (needed with --test-sets)
   --decode-root <dir>     where <system>/<set>/ decodes go (default: <prune-dir>/../decode)
-  --device <name>      where the model runs: auto (a GPU if present), cpu, cuda[:N]
+  --device <name>         where the model runs: auto (a GPU if present), cpu, cuda[:N]
   --force <bool>          redo even if up to date"
 . utils/parse_options.sh
 [ $# -eq 5 ] || { echo "$help_message" >&2; exit 1; }
