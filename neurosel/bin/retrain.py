@@ -31,6 +31,7 @@ from neurosel.io import write_json
 from neurosel.model import load_model, save_model
 from neurosel.recipe import layout
 from neurosel.stage import UP_TO_DATE, fingerprint, require, run_once, status, status_code, split_action
+from neurosel.train.augment import TrainingAugment
 from neurosel.train.finetune import FinetuneConfig, batch_plan, dev_loss, finetune, plan_digest
 
 log = logging.getLogger("neurosel.retrain")
@@ -90,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(cfg.num_threads)
     train_cuts = load_cuts(args.fbank, "train")
     dev_cuts = load_cuts(args.fbank, "dev")
-    dataset = CtcDataset(load_bpe(args.lang), load_cmvn(layout.cmvn_path(args.fbank)))
+    sp, cmvn = load_bpe(args.lang), load_cmvn(layout.cmvn_path(args.fbank))
+    dataset = CtcDataset(sp, cmvn)  # dev: never perturbed
+    train_set = CtcDataset(sp, cmvn, TrainingAugment(feature_warp=cfg.feature_warp))
     plan = batch_plan(train_cuts, cfg.max_duration, cfg.seed, cfg.steps)
     log.info("batch plan: %d steps, %d cut visits, sha256 %s", len(plan), sum(map(len, plan)), plan_digest(plan))
 
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(cfg.seed)
         model, _ = load_model(model_path)
         model.to(device)
-        losses = finetune(model, train_cuts, dataset, plan, lr, cfg.grad_clip, device)
+        losses = finetune(model, train_cuts, train_set, plan, lr, cfg.grad_clip, device)
         loss = dev_loss(model, dev_cuts, dataset, cfg.max_duration, device)
         return model.cpu(), losses, loss
 

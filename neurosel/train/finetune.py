@@ -20,6 +20,7 @@ from torch import nn
 
 from neurosel.data.batches import CtcDataset, make_sampler
 from neurosel.errors import NeuroselError
+from neurosel.train.augment import FeatureWarpConfig
 from neurosel.train.loop import ctc_loss_sum, train_step
 
 
@@ -27,7 +28,9 @@ from neurosel.train.loop import ctc_loss_sum, train_step
 class FinetuneConfig:
     """``conf/retrain.yaml``: ``steps`` updates on batches of ``max_duration`` seconds of
     in-domain ``train`` in the order of ``seed``; the learning rate is the one of ``lr_grid``
-    with the lowest dev loss after fine-tuning the unpruned baseline."""
+    with the lowest dev loss after fine-tuning the unpruned baseline. ``feature_warp``: the
+    training batches' perturbation (stage 3's is in ``conf/train.yaml``); its draws follow the torch
+    seed, reset to ``seed`` before each system, so every system sees the same perturbed batches."""
 
     steps: int = 256
     max_duration: float = 50.0
@@ -35,6 +38,7 @@ class FinetuneConfig:
     lr_grid: list[float] = field(default_factory=lambda: [1.0e-4, 3.0e-4, 1.0e-3])
     grad_clip: float = 5.0
     systems: list[str] = field(default_factory=lambda: ["prune_hyper_hypo", "prune_random"])
+    feature_warp: FeatureWarpConfig = field(default_factory=FeatureWarpConfig)
     num_threads: int = 1
 
     def __post_init__(self) -> None:
