@@ -4,9 +4,9 @@ Collects every scored decode dir under ``<work-dir>/exp/decode`` with the salien
 outputs into ``exp/results.json``, ``exp/RESULTS.md`` and ``exp/plots/``; ``--copy-to`` also
 writes the tables (and the plots and results.json beside them) to a tracked file such as
 ``egs/synth/RESULTS.md``. ``--also NAME=results.json`` (repeatable) adds the claims of a run with
-another FC activation to the dashboard; by default every ``results_<NAME>/results.json`` beside
-``--copy-to`` (e.g. ``egs/synth/results_sigmoid/``; a ``results_<NAME>/`` without one is reported
-as having no results.json).
+another FC activation to the dashboard; by default ``results_<activation>/results.json`` beside
+``--copy-to`` for each FC activation the model offers (e.g. ``egs/synth/results_sigmoid/``; such a
+folder without one is reported as having no results.json).
 Prints the findings (RESULTS.md's "What the data say") to stdout.
 """
 
@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import get_args, get_type_hints
 from pathlib import Path
 
 from neurosel.cli import run_main
+from neurosel.model.cnn import ModelConfig
 from neurosel.report.build import build_report
 
 log = logging.getLogger("neurosel.report")
+ACTIVATIONS = get_args(get_type_hints(ModelConfig)["fc_activation"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--also {item!r}: expected NAME=path/to/results.json")
         others[name] = Path(path)
     if args.also is None and args.copy_to is not None:
-        others = {d.name.removeprefix("results_"): d / "results.json"
-                  for d in sorted(args.copy_to.parent.glob("results_*")) if d.is_dir()}
+        others = {act: args.copy_to.parent / f"results_{act}" / "results.json" for act in ACTIVATIONS
+                  if (args.copy_to.parent / f"results_{act}").is_dir()}
     doc, findings = build_report(args.workdir, args.recipe, args.seed, args.command, repo, args.copy_to, others)
     print("\n".join(f"- {line}" for line in findings))
     log.info("%d systems on %d test sets -> %s", len(doc["systems"]), len(doc["test_sets"]),
