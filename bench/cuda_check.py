@@ -7,7 +7,7 @@ Trains (or, with ``--base``, reuses) one tiny recipe run's baseline (stages 0-3,
 <a>`` and once with ``--device <b>``, in ``DIR/<a>`` and ``DIR/<b>`` (data and the baseline are
 shared by symbolic links, so both sides study the same model). Compared, with these tolerances:
 
-- every decode both sides scored (``exp/decode/<system>/<set>/wer``): WER within ``WER_TOL``
+- every decode both sides scored (``exp/decode/<system>[/adapted_<c>]/<set>/wer``): WER within ``WER_TOL``
   points for the baseline and the pruned systems (the same weights; only the forward pass's
   floating-point order differs), within ``ADAPTED_WER_TOL`` for adapted systems (a few optimiser
   steps amplify that difference);
@@ -82,7 +82,7 @@ def read_wer(path: Path) -> float:
 def compare(a: Path, b: Path) -> list[Check]:
     """The checks between the ``exp`` dirs of two sides."""
     checks = []
-    for wer_a in sorted((a / "decode").glob("*/*/wer")):
+    for wer_a in sorted((a / "decode").rglob("wer")):  # <system>/<set>/wer, adapted: <system>/adapted_<c>/<set>/wer
         rel = wer_a.relative_to(a)
         wer_b = b / rel
         if not wer_b.is_file():
