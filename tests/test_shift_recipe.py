@@ -22,8 +22,9 @@ from neurosel.cli import run_main
 from neurosel.errors import NeuroselError
 from neurosel.model import build_model, load_model, save_model
 from neurosel.recipe import layout
-from neurosel.recipe.shift import (COMBINED, EVALUATION_JSON, PLOT_PNG, POOLED_SIGNALS, PREDICTOR_JSON, SIGNALS_TSV,
-                                   SUMMARY_JSON, UTTERANCES_TSV, IN_DOMAIN, RecipeFiles, fit_recipe, score_audio)
+from neurosel.recipe.shift import (COMBINED, EVALUATION_JSON, PLOT_PNG, POOLED_SIGNALS, PREDICTED, PREDICTOR_JSON,
+                                   SEARCH, SIGNALS_TSV, SUMMARY_JSON, UTTERANCES_TSV, IN_DOMAIN, RecipeFiles,
+                                   fit_recipe, score_audio)
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +72,13 @@ def test_fit_judges_every_candidate_on_held_out_conditions_only(fitted):
             assert h["low"] <= h["predicted"] <= h["high"]
         assert c["mae"] == pytest.approx(sum(abs(h["predicted"] - h["wer"]) for h in c["held_out"]) / len(sets))
     rho = evaluation["utterance_spearman"]  # utterance level, against each utterance's WER
-    assert set(rho) == set(POOLED_SIGNALS) and all(r is None or -1 <= r <= 1 for r in rho.values())
+    assert set(rho) == set(rows[0]) - {"set", "condition", "wer", "utterances", "frames"} | {PREDICTED}
+    assert set(POOLED_SIGNALS) < set(rho) and all(r is None or -1 <= r <= 1 for r in rho.values())
+    search = by_name[SEARCH]  # judged nested, or not judged with the reason (too few sets per split)
+    if "error" not in search:
+        assert set(search["picked_without"]) == set(condition_of.values()) and 1 <= len(search["signals"]) <= 2
+        for h in search["held_out"]:
+            assert all(condition_of[s] != h["condition"] for s in h["fitted_on"])
     # 9 signals need 11 fitting sets: the tiny run has fewer, and says so instead of skipping it
     assert "error" in by_name[COMBINED] or by_name[COMBINED]["held_out"]
 

@@ -121,15 +121,15 @@ def _level(x: float) -> str:
 
 def plan(cfg: SeverityConfig) -> list[SeveritySet]:
     """Every set of ``cfg``, in config order."""
-    out = [SeveritySet(layout.severity_set("noise", f"snr{_level(s)}"), "noise", {"snr_db": s})
+    out = [SeveritySet(layout.severity_set("noise", f"snr{_level(s)}"), "noise", {"snr_db": float(s)})
            for s in cfg.noise.snr_db]
-    out += [SeveritySet(layout.severity_set("reverb", f"t60_{_level(t)}"), "reverb", {"t60_s": t})
+    out += [SeveritySet(layout.severity_set("reverb", f"t60_{_level(t)}"), "reverb", {"t60_s": float(t)})
             for t in cfg.reverb.t60_s]
     out += [SeveritySet(layout.severity_set("telephone", f"{v.codec}_{_level(v.low_hz)}_{_level(v.high_hz)}"),
-                        "telephone", {"low_hz": v.low_hz, "high_hz": v.high_hz, "codec": v.codec})
+                        "telephone", {"low_hz": float(v.low_hz), "high_hz": float(v.high_hz), "codec": v.codec})
             for v in cfg.telephone]
     out += [SeveritySet(layout.severity_set("reverb_noise", f"t60_{_level(p.t60_s)}_snr{_level(p.snr_db)}"),
-                        "reverb_noise", {"t60_s": p.t60_s, "snr_db": p.snr_db}) for p in cfg.reverb_noise]
+                        "reverb_noise", {"t60_s": float(p.t60_s), "snr_db": float(p.snr_db)}) for p in cfg.reverb_noise]
     names = [s.name for s in out]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate is not None:
@@ -253,13 +253,15 @@ def _set_inputs(files: SeverityFiles, cfg: SeverityConfig) -> list[Path]:
 
 
 def _set_config(cfg: SeverityConfig, s: SeveritySet) -> dict[str, Any]:
-    """What set ``s``'s audio depends on: its parameters and its condition's shared settings, so
-    that adding or removing another set leaves it up to date."""
+    """What set ``s``'s audio depends on: its parameters and its condition's shared settings (as
+    floats, so that 20 and 20.0 are one level), so that adding or removing another set leaves it
+    up to date."""
     shared: dict[str, Any] = {"seed": cfg.seed, "source": cfg.source, "babble_source": cfg.babble_source}
     if s.condition in ("noise", "reverb_noise"):
-        shared["noise"] = {k: v for k, v in C.to_dict(cfg.noise).items() if k != "snr_db"}
+        shared["noise"] = {"babble_share": float(cfg.noise.babble_share), "alpha": [float(a) for a in cfg.noise.alpha],
+                           "babble_talkers": [int(t) for t in cfg.noise.babble_talkers]}
     if s.condition in ("reverb", "reverb_noise"):
-        shared["reverb"] = {k: v for k, v in C.to_dict(cfg.reverb).items() if k != "t60_s"}
+        shared["reverb"] = {k: [float(x) for x in getattr(cfg.reverb, k)] for k in ("drr_db", "predelay_ms")}
     return {"set": s.name, "params": s.params, **shared}
 
 
