@@ -77,7 +77,7 @@ def retrain_section(summary: Summary, test_sets: list[str]) -> str:
     ``baseline_ft`` beside the baseline; WER on every test set and mean OOD."""
     retrained = sorted(s for s in summary if is_retrained(s))
     if not retrained:
-        return ("Not run (not part of the default run): `python -m neurosel.bin.retrain` fine-tunes the pruned "
+        return ("Not run (not part of the default run): `steps/retrain.sh` fine-tunes the pruned "
                 "systems and the unpruned control `baseline_ft` alike (see README).\n")
     ood = [t for t in test_sets if layout.is_ood_set(t)]
     rows = []
