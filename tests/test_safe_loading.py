@@ -51,6 +51,8 @@ def _calls(tree: ast.AST) -> list[tuple[str, ast.Call]]:
                 f = f.value
             if isinstance(f, ast.Name):
                 parts.append(f.id)
+            elif parts:  # a method of a call's result, e.g. model.to(device).eval(): not a bare name
+                parts.append("<call>")
             out.append((".".join(reversed(parts)), node))
     return out
 
