@@ -24,7 +24,8 @@ from neurosel.model import build_model, load_model, save_model
 from neurosel.recipe import layout
 from neurosel.recipe.shift import (COMBINED, EVALUATION_JSON, PLOT_PNG, POOLED_SIGNALS, PREDICTED, PREDICTOR_JSON,
                                    SEARCH, SIGNALS_TSV, SUMMARY_JSON, UTTERANCES_TSV, IN_DOMAIN, RecipeFiles,
-                                   fit_recipe, score_audio)
+                                   fit_recipe)
+from neurosel.recipe.shift_score import score_audio
 
 pytestmark = pytest.mark.slow
 

@@ -33,7 +33,8 @@ from neurosel.cli import device_args, run_main
 from neurosel.device import resolve_device
 from neurosel.recipe.severity import SeverityFiles, build_severity_sets, load_severity_config
 from neurosel.recipe.severity import stale as stale_severity_sets
-from neurosel.recipe.shift import RecipeFiles, evaluation_table, fit_recipe, fit_status, score_audio
+from neurosel.recipe.shift import RecipeFiles, evaluation_table, fit_recipe, fit_status
+from neurosel.recipe.shift_score import score_audio
 from neurosel.stage import status_code, why_redo
 
 

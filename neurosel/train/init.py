@@ -19,15 +19,20 @@ does not record them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from neurosel.config import save
 from neurosel.data.batches import load_bpe, load_cmvn
 from neurosel.errors import NeuroselError
-from neurosel.model import CnnCtcModel, ModelConfig, load_model
+from neurosel.model import CnnCtcModel, ModelConfig, build_model, load_model, save_model
+from neurosel.train.distributed import ProcessGroup
+
+if TYPE_CHECKING:
+    from neurosel.train.trainer import TrainConfig
 
 log = logging.getLogger("neurosel.train")
 
@@ -114,3 +119,19 @@ def load_start(model: CnnCtcModel, start: Start) -> None:
     if set(missing) != expected or unexpected:
         raise NeuroselError(f"init: weights do not fit the model (missing {sorted(missing)[:3]}, "
                             f"unexpected {sorted(unexpected)[:3]})")
+
+
+def use_as_is(cfg: TrainConfig, lang_dir: Path, cmvn_path: Path, exp_dir: Path, group: ProcessGroup) -> Path:
+    """Stage 3 without training: ``init.model``, checked to take this recipe's input and output
+    units (``start_from``), written as ``model.pt`` with where it came from."""
+    start = start_from(cfg.init, lang_dir, cmvn_path)
+    path = exp_dir / "model.pt"
+    if group.is_main:
+        model = build_model(start.model_cfg)
+        load_start(model, start)
+        save(replace(cfg, model=start.model_cfg), exp_dir / "config.yaml")
+        save_model(model.eval(), path, train_config=asdict(cfg), step=0, sources=[str(cfg.init.model)],
+                   stopped_by="init.mode as_is")
+        log.info("wrote %s: %s used as is (no training)", path, cfg.init.model)
+    group.barrier()
+    return path

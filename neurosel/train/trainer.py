@@ -49,7 +49,7 @@ from neurosel.train.augment import FeatureWarpConfig, SpecAugmentConfig, Trainin
 from neurosel.train.checkpoint import (average_model_states, list_checkpoints, load_checkpoint, restore_rng_state,
                                        rng_state, save_checkpoint, seed_rngs)
 from neurosel.train.distributed import SINGLE, ProcessGroup, backend, process_seed
-from neurosel.train.init import InitConfig, load_start, start_from
+from neurosel.train.init import InitConfig, load_start, start_from, use_as_is
 from neurosel.train.loop import evaluate, train_step
 from neurosel.train.plot import plot_losses
 
@@ -308,7 +308,8 @@ def start_run(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: 
     bar = tqdm(total=cfg.max_steps or None, initial=progress.step, desc="train", unit="step",
                disable=True if quiet else None)
     return Run(cfg, exp_dir, group, model, group.wrap(model), params, optimizer, scheduler,
-               sampler, CtcDataset(sp, cmvn, TrainingAugment(cfg.spec_augment, cfg.feature_warp)), dev_sampler, CtcDataset(sp, cmvn),
+               sampler, CtcDataset(sp, cmvn, TrainingAugment(cfg.spec_augment, cfg.feature_warp)), dev_sampler,
+               CtcDataset(sp, cmvn),
                progress, writer, bar, elapsed_before=progress.elapsed_s,
                window={"t": time.monotonic(), "frames": 0, "losses": []})
 
@@ -340,22 +341,6 @@ def _train(cfg: TrainConfig, cuts_train: CutSet, cuts_dev: CutSet, lang_dir: Pat
             run.writer.close()
     path = finalize(cfg, exp_dir, progress) if group.is_main else exp_dir / "model.pt"
     group.barrier()  # every process returns once model.pt is written
-    return path
-
-
-def use_as_is(cfg: TrainConfig, lang_dir: Path, cmvn_path: Path, exp_dir: Path, group: ProcessGroup) -> Path:
-    """Stage 3 without training: ``init.model``, checked to take this recipe's input and output
-    units (``start_from``), written as ``model.pt`` with where it came from."""
-    start = start_from(cfg.init, lang_dir, cmvn_path)
-    path = exp_dir / "model.pt"
-    if group.is_main:
-        model = build_model(start.model_cfg)
-        load_start(model, start)
-        save(replace(cfg, model=start.model_cfg), exp_dir / "config.yaml")
-        save_model(model.eval(), path, train_config=asdict(cfg), step=0, sources=[str(cfg.init.model)],
-                   stopped_by="init.mode as_is")
-        log.info("wrote %s: %s used as is (no training)", path, cfg.init.model)
-    group.barrier()
     return path
 
 
