@@ -3,7 +3,7 @@
 #
 #   ./run.sh [--recipe synth] [--stage N] [--stop-stage M] [--workdir DIR] [--nj N]
 #            [--cmd "utils/slurm.pl ..."] [--seed N] [--corpus-size default|tiny] [--force true]
-#            [--quiet true] [--train-config train_sigmoid]
+#            [--quiet true] [--train-config train_sigmoid] [--study default|full]
 #
 # Stages (the same numbers for every recipe; outputs under the work dir, default egs/<recipe>,
 # or egs/<recipe>/<size> for a non-default --corpus-size):
@@ -31,6 +31,7 @@ force=false
 quiet=false
 train_config=train
 device=auto
+study=default
 help_message="Usage: $0 [options]   (see the header of $0 for the stage table)
 Options:
   --recipe <name>        recipe under egs/ (default: $recipe)
@@ -46,6 +47,9 @@ Options:
                          train_sigmoid with its own --workdir for the sigmoid study)
   --device <name>        where stages 4-7 run the model: auto (a GPU if PyTorch sees one, else
                          the CPU), cpu or cuda[:N]; stage 3 trains on a GPU whenever one is present
+  --study <name>         default (the headline tables), or full: the claims study's variants as
+                         well (conf/study_full.yaml over every stage's config; the default run's
+                         results stay up to date under it, only what it adds runs)
   --quiet <bool>         no progress bars"
 invocation="$0 $*"
 . utils/parse_options.sh
@@ -69,11 +73,17 @@ recipe_dir=egs/$recipe
 conf=$recipe_dir/conf
 [ -d "$conf" ] || { echo "$0: no recipe '$recipe' ($conf does not exist)" >&2; exit 1; }
 [ -f "$conf/$train_config.yaml" ] || { echo "$0: --train-config $train_config: $conf/$train_config.yaml does not exist" >&2; exit 1; }
-overlay=
+# overlays over every stage's config, applied in order (comma-separated for the steps)
+overlays=()
 if [ "$corpus_size" != default ]; then
-  overlay=$conf/$corpus_size.yaml
-  [ -f "$overlay" ] || { echo "$0: --corpus-size $corpus_size needs $overlay" >&2; exit 1; }
+  overlays+=("$conf/$corpus_size.yaml")
+  [ -f "$conf/$corpus_size.yaml" ] || { echo "$0: --corpus-size $corpus_size needs $conf/$corpus_size.yaml" >&2; exit 1; }
 fi
+if [ "$study" != default ]; then
+  overlays+=("$conf/study_$study.yaml")
+  [ -f "$conf/study_$study.yaml" ] || { echo "$0: --study $study needs $conf/study_$study.yaml" >&2; exit 1; }
+fi
+overlay=$(IFS=,; echo "${overlays[*]}")
 workdir=${workdir:-$recipe_dir$([ "$corpus_size" = default ] || echo "/$corpus_size")}
 mkdir -p "$workdir"
 data=$workdir/data
@@ -83,7 +93,7 @@ exp=$workdir/exp
 if [ "$cmd" != auto ]; then train_cmd=$cmd; decode_cmd=$cmd; cpu_cmd=$cmd; fi
 opts="--overlay $overlay --force $force"
 [ -n "$overlay" ] || opts="--force $force"
-log "recipe $recipe, work dir $workdir, stages $stage..$stop_stage, seed $seed, nj $nj"
+log "recipe $recipe, work dir $workdir, stages $stage..$stop_stage, seed $seed, nj $nj, study $study"
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "stage 0: prepare"
@@ -139,7 +149,7 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
 fi
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
-  log "stage 7: adapt to each OOD condition (pseudo-labels; blind, selective, selective+full, random+full, LHUC, oracle; pooled)"
+  log "stage 7: adapt to each OOD condition (pseudo-labels; blind, selective, selective+full, random+full, LHUC; the full study adds the oracle and pooled)"
   steps/adapt.sh $opts --device "$device" --cmd "$train_cmd" --decode-cmd "$decode_cmd" --nj "$nj" --seed "$seed" \
     --config "$conf/adapt.yaml" "$exp/baseline/model.pt" "$data/fbank" "$data/lang" "$exp"
 fi

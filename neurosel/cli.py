@@ -17,7 +17,8 @@ from neurosel.io import write_error
 def config_args(parser: argparse.ArgumentParser) -> None:
     """Add ``--config``, ``--overlay`` and repeated ``--set key=value``."""
     parser.add_argument("--config", help="stage config YAML")
-    parser.add_argument("--overlay", help="overlay YAML whose section for this stage wins over --config")
+    parser.add_argument("--overlay", help="overlay YAML whose section for this stage wins over --config (several: comma-separated, "
+                        "the later wins)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value (dotted keys for nested values)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -2,9 +2,11 @@
 name the file and the key.
 
 A stage's configuration is one dataclass. It is built from, in increasing priority:
-the dataclass defaults, the stage's YAML file, the stage's section of an overlay file (e.g.
-``conf/tiny.yaml`` selected by ``--corpus-size tiny``), and ``--set key=value`` overrides from the
-command line (dotted keys for nested dataclasses: ``--set model.fc_dim=256``).
+the dataclass defaults, the stage's YAML file, the stage's section of each overlay file in turn
+(e.g. ``conf/tiny.yaml`` selected by ``--corpus-size tiny``, then ``conf/study_full.yaml`` selected
+by ``--study full``; several are given as one comma-separated ``--overlay``), and ``--set
+key=value`` overrides from the command line (dotted keys for nested dataclasses: ``--set
+model.fc_dim=256``).
 """
 
 from __future__ import annotations
@@ -66,19 +68,20 @@ def resolve(
     section: str | None = None,
     overrides: list[str] | None = None,
 ) -> T:
-    """Build ``cls`` from defaults < ``config_file`` < ``overlay_file[section]`` < ``overrides``."""
+    """Build ``cls`` from defaults < ``config_file`` < ``overlay_file[section]`` < ``overrides``;
+    ``overlay_file`` may name several files separated by commas, applied left to right."""
     data: dict[str, Any] = {}
     source = "defaults"
     if config_file is not None:
         data = load_yaml(config_file)
         source = str(config_file)
-    if overlay_file is not None:
-        overlay = load_yaml(overlay_file)
+    for overlay_path in overlay_paths(overlay_file):
+        overlay = load_yaml(overlay_path)
         part = overlay.get(section, {}) if section else overlay
         if not isinstance(part, dict):
-            raise NeuroselError(f"{overlay_file}: section '{section}' must be a mapping")
+            raise NeuroselError(f"{overlay_path}: section '{section}' must be a mapping")
         data = merge(data, part)
-        source = f"{source} + {overlay_file}"
+        source = f"{source} + {overlay_path}"
     for item in overrides or []:
         keys, value = parse_override(item)
         patch: dict[str, Any] = {keys[-1]: value}
@@ -86,6 +89,13 @@ def resolve(
             patch = {k: patch}
         data = merge(data, patch)
     return from_dict(cls, data, source)
+
+
+def overlay_paths(overlay: str | Path | None) -> list[Path]:
+    """The overlay files of an ``--overlay`` value: none, one, or several separated by commas."""
+    if overlay is None:
+        return []
+    return [Path(part) for part in str(overlay).split(",") if part.strip()]
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T:

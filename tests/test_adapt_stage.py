@@ -220,6 +220,51 @@ def test_learning_rates_searched_once_per_system(stage, tmp_path):
     assert [p["lr"] for p in record["phases"]] == [1e-5, 1e-5]
 
 
+def test_fixed_rates_train_what_the_search_chose(stage, tmp_path):
+    """lr_search: fixed with the rates a system search chose trains the same model as that search's
+    unit; another system's rates leave the unit up to date, its own make it stale."""
+    root, _ = stage
+    exp = tmp_path / "exp"
+    shutil.copytree(root / "exp", exp)
+    shutil.copytree(exp / "saliency" / ADAPT_SET, exp / "saliency" / POOLED)
+    paths = dataclasses.replace(paths_for(root, exp=exp), saliency=exp / "saliency")
+    searched = AdaptConfig(**{**CFG, "systems": ["adapt_selective_full"], "lr_search": "system",
+                              "lr_grid": [1e-5, 3e-3], "lr_grid_by_phase": {"selective": [1e-5, 3e-2]}})
+    [tune] = tune_units(searched, seed=1)
+    run_tune(tune, paths, searched, [COND])
+    rates = json.loads(rates_path(paths.adapt, "adapt_selective_full").read_text())["rates"]
+    unit = Unit("adapt_selective_full", 2, COND)
+    assert run_unit(unit, paths, searched, [COND])
+    by_search = load_model(unit.model_dir(paths.adapt) / "model.pt")[0].state_dict()
+
+    fixed = dataclasses.replace(searched, systems=["adapt_selective_full", "adapt_all"], lr_search="fixed",
+                                rates={"adapt_selective_full": rates, "adapt_all": [1e-3]})
+    assert tune_units(fixed, seed=1) == []  # no search
+    fixed_paths = dataclasses.replace(paths, adapt=tmp_path / "fixed" / "adapt")
+    assert run_unit(unit, fixed_paths, fixed, [COND])
+    by_config = load_model(unit.model_dir(fixed_paths.adapt) / "model.pt")[0].state_dict()
+    assert by_config.keys() == by_search.keys()
+    assert all(torch.equal(by_config[k], by_search[k]) for k in by_search)
+    record = json.loads((unit.model_dir(fixed_paths.adapt) / "adapt.json").read_text())
+    assert [p["lr"] for p in record["phases"]] == rates
+    assert {p["lr_from"] for p in record["phases"]} == {"config (lr_search: fixed)"}
+    other = dataclasses.replace(fixed, rates={**fixed.rates, "adapt_all": [3e-4]})
+    assert not run_unit(unit, fixed_paths, other, [COND])  # another system's rate: still up to date
+    mine = dataclasses.replace(fixed, rates={**fixed.rates, "adapt_selective_full": [rates[0], 1e-5]})
+    assert run_unit(unit, fixed_paths, mine, [COND])
+
+
+def test_fixed_rates_refuse_a_missing_or_misshapen_entry():
+    base = {**CFG, "systems": ["adapt_all", "adapt_selective_full"], "lr_search": "fixed"}
+    with pytest.raises(ValueError, match="needs rates.adapt_selective_full"):
+        AdaptConfig(**{**base, "rates": {"adapt_all": [1e-3]}})
+    with pytest.raises(ValueError, match=r"rates.adapt_selective_full: 2 positive"):
+        AdaptConfig(**{**base, "rates": {"adapt_all": [1e-3], "adapt_selective_full": [1e-3]}})
+    with pytest.raises(ValueError, match="rates: unknown system 'adapt_nothing'"):
+        AdaptConfig(**{**CFG, "rates": {"adapt_nothing": [1e-3]}})
+    AdaptConfig(**{**base, "rates": {"adapt_all": [1e-3], "adapt_selective_full": [3e-3, 1e-4]}})
+
+
 def test_pending_lists_exactly_the_work_left(stage, tmp_path, capsys):
     from neurosel.bin import adapt as adapt_cli
 

@@ -41,6 +41,20 @@ def test_resolve_priority(tmp_path: Path) -> None:
     assert cfg == Outer(lr=2.0, dims=[3], inner=Inner(width=16, act="sigmoid"))
 
 
+def test_overlays_apply_in_order(tmp_path: Path) -> None:
+    """Several overlays (comma-separated, as run.sh passes --corpus-size's and --study's) apply left
+    to right; a missing one is an error naming it."""
+    base = tmp_path / "a.yaml"
+    base.write_text("lr: 0.1\nname: base\n")
+    (tmp_path / "tiny.yaml").write_text("train:\n  lr: 0.2\n  name: tiny\n")
+    (tmp_path / "full.yaml").write_text("train:\n  name: full\n  dims: [5]\n")
+    both = f"{tmp_path / 'tiny.yaml'},{tmp_path / 'full.yaml'}"
+    assert C.resolve(Outer, base, both, "train") == Outer(lr=0.2, name="full", dims=[5])
+    assert C.resolve(Outer, base, "", "train") == Outer(lr=0.1, name="base")
+    with pytest.raises(NeuroselError, match="nothing.yaml: no such config file"):
+        C.resolve(Outer, base, f"{tmp_path / 'tiny.yaml'},{tmp_path / 'nothing.yaml'}", "train")
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

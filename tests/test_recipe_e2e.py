@@ -89,6 +89,21 @@ def test_tiny_recipe_end_to_end(recipe) -> None:
 
 @pytest.mark.slow
 @pytest.mark.e2e
+def test_full_study_adds_to_the_run_it_extends(recipe) -> None:
+    """--study full lays conf/study_full.yaml over the corpus size's overlay; what the tiny run already
+    has (its overlay runs every system of the full study) stays up to date: no adaptation job runs."""
+    workdir, first = recipe
+    assert first.returncode == 0
+    bad = run_recipe(workdir, "--study", "nothing", "--stage", "8")
+    assert bad.returncode == 1 and "--study nothing needs egs/synth/conf/study_nothing.yaml" in bad.stderr
+    again = run_recipe(workdir, "--study", "full", "--stage", "7", "--stop-stage", "7")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "study full" in again.stderr
+    assert "adapt.JOB.log" not in again.stderr and "tune.JOB.log" not in again.stderr, again.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_rerun_skips_finished_stages(recipe) -> None:
     workdir, first = recipe
     assert first.returncode == 0

@@ -31,7 +31,10 @@ keep the best (ties: the smaller rate). The kept model is the one trained on the
 the held-out slice is never trained on. ``lr_search`` says where the search runs: ``unit`` in
 every (system, seed, condition) run; ``system`` once per system, on the pooled adaptation sets
 with the first seed (``neurosel.recipe.adapt_units``), whose rates every run of the system then trains
-with (``adapt_system(..., rates=...)``): one run per unit instead of one per rate of the grid.
+with (``adapt_system(..., rates=...)``): one run per unit instead of one per rate of the grid;
+``fixed``: no search, the config's ``rates`` (per system, one per phase), as a recipe records the
+rates an earlier ``system`` search chose on the same adaptation data (the units then train exactly
+as after that search, without its cost).
 """
 
 from __future__ import annotations
@@ -106,7 +109,8 @@ class AdaptConfig:
     neuron_classes: list[str] = field(default_factory=lambda: ["hyper", "hypo"])
     outgoing: bool = False  # also move the selected neurons' outgoing columns
     pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
-    lr_search: Literal["unit", "system"] = "unit"  # where the learning rates are chosen (module docstring)
+    lr_search: Literal["unit", "system", "fixed"] = "unit"  # where the learning rates are chosen (module docstring)
+    rates: dict[str, list[float | None]] = field(default_factory=dict)  # lr_search: fixed: per system, per phase
     num_threads: int = 1
 
     def __post_init__(self) -> None:
@@ -119,8 +123,20 @@ class AdaptConfig:
             raise ValueError("steps, num_seeds and max_duration must be positive")
         if not 0.0 < self.selective_share < 1.0 or not 0.0 < self.heldout_fraction < 1.0:
             raise ValueError("selective_share and heldout_fraction must be in (0, 1)")
-        if self.lr_search not in ("unit", "system"):
-            raise ValueError(f"lr_search must be 'unit' or 'system', got '{self.lr_search}'")
+        if self.lr_search not in ("unit", "system", "fixed"):
+            raise ValueError(f"lr_search must be 'unit', 'system' or 'fixed', got '{self.lr_search}'")
+        if self.lr_search == "fixed":
+            for system in dict.fromkeys(self.systems + self.pooled_systems):
+                given, phases = self.rates.get(system), SYSTEMS[system]
+                if given is None:
+                    raise ValueError(f"lr_search: fixed needs rates.{system} (one learning rate per phase: "
+                                     f"{', '.join(p.moves for p in phases)})")
+                if len(given) != len(phases) or any(lr is not None and lr <= 0 for lr in given):
+                    raise ValueError(f"rates.{system}: {len(phases)} positive learning rate(s) expected, one per "
+                                     f"phase ({', '.join(p.moves for p in phases)}), got {given}")
+        unknown = sorted(set(self.rates) - set(SYSTEMS))
+        if unknown:
+            raise ValueError(f"rates: unknown system '{unknown[0]}' (known: {', '.join(SYSTEMS)})")
         if not self.lr_grid or any(lr <= 0 for grid in [self.lr_grid, *self.lr_grid_by_phase.values()] for lr in grid):
             raise ValueError("learning-rate grids must be non-empty lists of positive rates")
 
@@ -263,7 +279,8 @@ def adapt_system(model: nn.Module, spec: FcSpec, system: str, neurons: dict[int,
         chosen = rates[i] if rates is not None else None
         grid = [chosen] if chosen is not None else cfg.grid(phase.moves)
         current, phase_record = search_phase(current, spec, phase, neurons, data, n, seed + ran, cfg, grid)
-        phase_record["lr_from"] = "system search" if chosen is not None else "grid search"
+        phase_record["lr_from"] = ("grid search" if chosen is None
+                                   else "config (lr_search: fixed)" if cfg.lr_search == "fixed" else "system search")
         record["phases"].append(phase_record)
     if current is model:
         current = copy.deepcopy(model)

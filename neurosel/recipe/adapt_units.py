@@ -14,7 +14,8 @@ on the pooled adaptation sets with the first seed (the held-out slice, as in a u
 
     exp/adapt/lr/<system>/{rates.json,.done}
 
-and every unit of the system reads its rates from there (an input of the unit's marker).
+and every unit of the system reads its rates from there (an input of the unit's marker). With
+``lr_search: fixed`` there is no search: a unit trains with its system's ``rates`` from the config.
 
 Inputs: the baseline model, ``cuts_ood_adapt_<c>`` with features, the baseline's first-pass decode
 dirs ``<pseudo-dir>/ood_adapt_<c>/`` (pseudo-labels), and for neuron systems
@@ -205,7 +206,9 @@ def unit_inputs(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: lis
 def unit_config(unit: Unit, cfg: AdaptConfig) -> dict:
     """What a unit's result depends on besides its input files (not the lists of other units)."""
     relevant = {k: v for k, v in C.to_dict(cfg).items()
-                if k not in ("systems", "pooled_systems", "num_seeds", "num_threads")}
+                if k not in ("systems", "pooled_systems", "num_seeds", "num_threads", "rates")}
+    if cfg.lr_search == "fixed":  # its own system's rates only: another system's rates change nothing here
+        relevant["rates"] = cfg.rates[unit.system]
     return {"unit": asdict(unit), "adapt": relevant}
 
 
@@ -318,7 +321,8 @@ def tune_unit(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[
 def adapt_unit(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[str]) -> None:
     """The work of ``run_unit`` (no up-to-date check)."""
     start = time.perf_counter()
-    rates = read_rates(layout.rates_path(paths.adapt, unit.system), unit.system) if cfg.lr_search == "system" else None
+    rates = (read_rates(layout.rates_path(paths.adapt, unit.system), unit.system) if cfg.lr_search == "system"
+             else list(cfg.rates[unit.system]) if cfg.lr_search == "fixed" else None)
     d = unit_data(unit, paths, cfg, conditions)
     adapted, record = adapt_system(d.model, d.spec, unit.system, d.neurons, d.data, unit.seed, cfg, rates=rates)
     out = unit.model_dir(paths.adapt)

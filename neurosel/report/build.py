@@ -261,7 +261,8 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
           f"## {RETRAIN_HEADING}\n", retrain_section(summary, test_sets),
           f"## {CLAIM3_HEADING}\n",
           "Pseudo-label WER of the baseline on each adaptation set (for this report only; no transcript of an "
-          "adaptation set is used for training, except by the oracle upper bound):\n",
+          "adaptation set is used for training" + (", except by the oracle upper bound" if "adapt_oracle" in summary
+                                                   else "") + "):\n",
           table(["condition", "pseudo-label WER"], pseudo) if pseudo else "No adaptation sets decoded.\n",
           adaptation_section(summary, conditions),
           f"## {FORGETTING_HEADING}\n", forgetting_section(forgetting),
