@@ -16,7 +16,7 @@ Systems and where they go under ``exp/``:
   adaptation to every condition's data at once, ``<system>_pooled.s<seed>``;
 - ``baseline/`` (stage 3), ``saliency/<reference-set>/`` (stage 5; reference sets ``dev``, each
   ``ood_adapt_<c>`` and ``pooled``), ``prune/<system-id>/`` (stage 6), ``adapt/<system-id>/``
-  with ``adapted_<c>/`` per condition and ``adapt/lr/<system>/`` (stage 7);
+  with ``adapted_<c>/`` per condition, ``adapt/lr/<system>/`` and ``adapt/shift_scores/<set>/`` (stage 7);
 - ``decode/<system-id>/<set>/`` and, for a model adapted to condition ``c``,
   ``decode/<system-id>/adapted_<c>/<set>/``.
 """
@@ -213,6 +213,12 @@ def retrained(system: str) -> str:
 def rates_path(adapt_root: str | Path, system: str) -> Path:
     """``<exp>/adapt/lr/<system>/rates.json``: the learning rates chosen for ``system``."""
     return Path(adapt_root) / "lr" / system / "rates.json"
+
+
+def adapt_shift_scores_path(adapt_root: str | Path, set_name: str) -> Path:
+    """``<exp>/adapt/shift_scores/<set>/scores.tsv``: the per-utterance shift score of an
+    adaptation set that stage 7's ``*_shift<NN>`` systems keep the least shifted utterances by."""
+    return Path(adapt_root) / "shift_scores" / set_name / "scores.tsv"
 
 
 def pending_jobs_path(adapt_root: str | Path, what: str) -> Path:
