@@ -2,7 +2,9 @@
 # Stage 7: unsupervised adaptation of the baseline to each OOD condition (and pooled).
 # 1. first pass: decode every ood_adapt_<c> with the baseline -> pseudo-labels in <pseudo-dir>
 #    (default <exp-dir>/decode/baseline/ood_adapt_<c>/{tokens,confidence}.txt);
-# 2. with lr_search: system, each system's learning-rate search on the pooled adaptation sets as
+# 2. with a *_shift<NN> system (keeps the adaptation utterances least shifted), each adaptation
+#    set's per-utterance shift score -> <exp-dir>/adapt/shift_scores/<set>/scores.tsv; with
+#    lr_search: system, each system's learning-rate search on the pooled adaptation sets as
 #    one job through --cmd -> <exp-dir>/adapt/lr/<system>/rates.json;
 # 3. the (system, seed, condition) units, one job through --cmd per (system, seed) running its
 #    conditions one after the other: adapt into
@@ -57,7 +59,8 @@ steps/decode.sh --cmd "$decode_cmd" --nj "$nj" --config "$decode_config" --sets 
 stage_opts="$(config_opts)--seed $seed --decode-config $decode_config --pseudo-dir $pseudo_dir ${saliency_dir:+--saliency-dir $saliency_dir}"
 paths=("$model" "$lang" "$fbank" "$exp")
 if ! up_to_date python -m neurosel.bin.adapt status $stage_opts "${paths[@]}"; then
-  # the searches first (every unit of a system reads its rates), then the units
+  # the shift scores and the searches first (units read them), then the units
+  run_step "$cmd" "$exp/adapt/log/scores.log" python -m neurosel.bin.adapt scores $stage_opts "${paths[@]}"
   n=$(python -m neurosel.bin.adapt pending $stage_opts --what tunes "${paths[@]}")
   [ "$n" -eq 0 ] || run_step "$cmd JOB=1:$n" "$exp/adapt/log/tune.JOB.log" \
     python -m neurosel.bin.adapt tune $stage_opts --job JOB "${paths[@]}"

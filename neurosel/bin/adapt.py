@@ -4,7 +4,12 @@ protocol of ``neurosel.stage``; the work is ``neurosel.recipe.adapt_units`` and 
 ``python -m neurosel.bin.adapt list    [cfg] --seed S <model.pt> <lang> <fbank> <exp-dir>``
     print the units, one per line (``<system-dir> <condition>``)
 ``python -m neurosel.bin.adapt status  [cfg] --seed S --decode-config Y <model.pt> <lang> <fbank> <exp-dir>``
-    exit 0 if every search and unit is done (adapted, decoded) and up to date, 3 if not, 1 on an error
+    exit 0 if every score file, search and unit is done (adapted, decoded) and up to date, 3 if
+    not, 1 on an error
+``python -m neurosel.bin.adapt scores  [cfg] --seed S <model.pt> <lang> <fbank> <exp-dir>``
+    with a ``*_shift<NN>`` system configured, each adaptation set's per-utterance shift score
+    into ``<exp-dir>/adapt/shift_scores/<set>/`` unless up to date (``neurosel.recipe.adapt_shift``;
+    needs ``<saliency-dir>/dev/stats.pt``); nothing otherwise
 ``python -m neurosel.bin.adapt pending [cfg] --seed S --what tunes|units [--decode-config Y] ...``
     plan the jobs left to run into ``<exp-dir>/adapt/log/pending.<what>`` and print their number
     N: a job is a learning-rate search (``lr_search: system``) that is not up to date, or the units
@@ -37,6 +42,7 @@ from neurosel.errors import NeuroselError
 from neurosel.recipe import layout
 from neurosel.recipe.adapt_plan import (pending_jobs, planned_indices, run_and_decode, tune_done, unit_done,
                                         wer_table, write_plan)
+from neurosel.recipe.adapt_shift import run_scores, scores_done, shift_sets
 from neurosel.recipe.adapt_systems import AdaptConfig
 from neurosel.recipe.adapt_units import StagePaths, list_units, run_tune, tune_units
 from neurosel.stage import require, status_code
@@ -57,7 +63,7 @@ def chosen_indices(args: argparse.Namespace, adapt_root: Path, count: int) -> li
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adapt", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["list", "status", "pending", "tune", "unit", "table"])
+    parser.add_argument("action", choices=["list", "status", "pending", "scores", "tune", "unit", "table"])
     config_args(parser)
     parser.add_argument("--seed", type=int, default=42, help="first seed; seeds are seed..seed+num_seeds-1")
     parser.add_argument("--job", type=int, help="planned job J (actions tune and unit; see pending)")
@@ -85,12 +91,17 @@ def main(argv: list[str] | None = None) -> int:
                             "(nothing to adapt to)")
     units = list_units(cfg, conditions, args.seed)
     tunes = tune_units(cfg, args.seed)
+    scored = shift_sets(cfg.systems + cfg.pooled_systems, [layout.adapt_set(c) for c in conditions])
 
     if args.action == "list":
         print("\n".join(f"{u.model_dir(paths.adapt).relative_to(paths.adapt)} {u.condition}" for u in units))
         return 0
     if args.action == "table":
         print(wer_table(units, paths, conditions))
+        return 0
+    if args.action == "scores":
+        for set_name in scored:
+            run_scores(set_name, paths, cfg, args.force)
         return 0
     if args.action == "tune":
         for index in chosen_indices(args, paths.adapt, len(tunes)):
@@ -110,9 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.action == "status":
         require([args.model, layout.bpe_model(args.lang), layout.cmvn_path(args.fbank), args.decode_config])
-        todo = [f"learning rates of {u.system}" for u in tunes if not tune_done(u, paths, cfg, conditions)]
+        todo = [f"shift scores of {s}" for s in scored if not scores_done(s, paths, cfg)]
+        todo += [f"learning rates of {u.system}" for u in tunes if not tune_done(u, paths, cfg, conditions)]
         todo += [f"{u.name} on {u.condition}" for u in units if not unit_done(u, paths, cfg, conditions, decode_cfg)]
-        return status_code(f"adapt ({len(tunes)} searches, {len(units)} units)", paths.adapt, todo, args.force)
+        return status_code(f"adapt ({len(scored)} score files, {len(tunes)} searches, {len(units)} units)",
+                           paths.adapt, todo, args.force)
     for index in chosen_indices(args, paths.adapt, len(units)):
         log.info("unit %d of %d: %s on %s", index + 1, len(units), units[index].name, units[index].condition)
         run_and_decode(units[index], paths, cfg, conditions, decode_cfg, args.force)

@@ -19,6 +19,14 @@ Systems (names from DESIGN.md; each phase gets ``share`` of the same step budget
                             posteriors (TENT/SUTA-style, no labels at all); not run by default
 ==========================  ===============================================================
 
+Adaptation-data selection variants (issue 18 part 4; ``selection_variant``): ``<system>_conf<NN>``
+trains ``<system>`` on the NN% of each unit's usable adaptation utterances with the most confident
+first pass, ``<system>_shift<NN>`` on the NN% least shifted by the configured per-utterance shift
+score (``shift_score``; ``neurosel.recipe.adapt_shift``), both whatever ``pseudo_labels`` says;
+``<system>`` itself keeps what ``pseudo_labels`` keeps (everything by default). A variant trains
+with its system's phases and, under ``lr_search: fixed``, its system's rates unless ``rates``
+names the variant. Not for the oracle (true transcripts) or ``adapt_entropy`` (no labels).
+
 A neuron phase with no neuron to move (no hyper/hypo neuron found) is skipped and recorded as
 such; a following phase then gets the whole budget and the seed of a first phase, so
 ``adapt_selective_full`` and ``adapt_random_full`` without hyper/hypo neurons are exactly
@@ -41,6 +49,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Callable, Iterator, Literal
@@ -86,6 +95,37 @@ SYSTEMS: dict[str, tuple[Phase, ...]] = {
 }
 DEFAULT_SYSTEMS = [s for s in SYSTEMS if s != "adapt_entropy"]
 ORACLE = "adapt_oracle"  # the one system trained on true transcripts
+_VARIANT = re.compile(r"^(?P<system>adapt_[a-z_]+?)_(?P<by>conf|shift)(?P<percent>[1-9][0-9]?)$")
+SELECTION_BY = {"conf": "confidence", "shift": "shift"}
+
+
+@dataclass(frozen=True)
+class SelectionVariant:
+    """``<system>_<conf|shift><NN>``: ``system`` trained on the top ``fraction`` of the adaptation
+    utterances ranked ``by`` first-pass confidence or shift score (module docs)."""
+
+    system: str
+    by: Literal["confidence", "shift"]
+    fraction: float
+
+
+def selection_variant(name: str) -> SelectionVariant | None:
+    """The variant a system name stands for, or None for a system of ``SYSTEMS`` (or no system)."""
+    m = _VARIANT.match(name)
+    if m is None or m["system"] not in SYSTEMS or m["system"] in (ORACLE, "adapt_entropy"):
+        return None
+    return SelectionVariant(m["system"], SELECTION_BY[m["by"]], int(m["percent"]) / 100)  # type: ignore[arg-type]
+
+
+def base_system(name: str) -> str:
+    """The system of ``SYSTEMS`` whose phases ``name`` runs (itself, or a variant's system)."""
+    variant = selection_variant(name)
+    return variant.system if variant is not None else name
+
+
+def known_system(name: str) -> bool:
+    """A system of ``SYSTEMS`` or a selection variant of one."""
+    return name in SYSTEMS or selection_variant(name) is not None
 
 
 @dataclass
@@ -109,14 +149,19 @@ class AdaptConfig:
     neuron_classes: list[str] = field(default_factory=lambda: ["hyper", "hypo"])
     outgoing: bool = False  # also move the selected neurons' outgoing columns
     pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    # what ranks the utterances of *_shift<NN> variants: a per-utterance signal of neurosel.shift
+    # (pooled or <signal>.layer<l>) of the baseline's first pass, or predicted_wer (the shift
+    # command's fitted predictor, exp/shift/predictor.json); neurosel.recipe.adapt_shift
+    shift_score: str = "out_of_range_share"
     lr_search: Literal["unit", "system", "fixed"] = "unit"  # where the learning rates are chosen (module docstring)
     rates: dict[str, list[float | None]] = field(default_factory=dict)  # lr_search: fixed: per system, per phase
     num_threads: int = 1
 
     def __post_init__(self) -> None:
-        unknown = [s for s in self.systems + self.pooled_systems if s not in SYSTEMS]
+        unknown = [s for s in self.systems + self.pooled_systems if not known_system(s)]
         if unknown:
-            raise ValueError(f"unknown system '{unknown[0]}' (known: {', '.join(SYSTEMS)})")
+            raise ValueError(f"unknown system '{unknown[0]}' (known: {', '.join(SYSTEMS)}, and their selection "
+                             "variants <system>_conf<NN> and <system>_shift<NN>)")
         if ORACLE in self.pooled_systems:
             raise ValueError(f"{ORACLE} cannot be pooled")
         if self.steps < 1 or self.num_seeds < 1 or self.max_duration <= 0:
@@ -127,18 +172,31 @@ class AdaptConfig:
             raise ValueError(f"lr_search must be 'unit', 'system' or 'fixed', got '{self.lr_search}'")
         if self.lr_search == "fixed":
             for system in dict.fromkeys(self.systems + self.pooled_systems):
-                given, phases = self.rates.get(system), SYSTEMS[system]
+                given, phases = self.rates_of(system), SYSTEMS[base_system(system)]
                 if given is None:
                     raise ValueError(f"lr_search: fixed needs rates.{system} (one learning rate per phase: "
                                      f"{', '.join(p.moves for p in phases)})")
                 if len(given) != len(phases) or any(lr is not None and lr <= 0 for lr in given):
                     raise ValueError(f"rates.{system}: {len(phases)} positive learning rate(s) expected, one per "
                                      f"phase ({', '.join(p.moves for p in phases)}), got {given}")
-        unknown = sorted(set(self.rates) - set(SYSTEMS))
+        unknown = sorted(s for s in self.rates if not known_system(s))
         if unknown:
             raise ValueError(f"rates: unknown system '{unknown[0]}' (known: {', '.join(SYSTEMS)})")
         if not self.lr_grid or any(lr <= 0 for grid in [self.lr_grid, *self.lr_grid_by_phase.values()] for lr in grid):
             raise ValueError("learning-rate grids must be non-empty lists of positive rates")
+
+    def rates_of(self, system: str) -> list[float | None] | None:
+        """The configured rates of ``system`` (``lr_search: fixed``): its own, or for a selection
+        variant without its own those of its system."""
+        return self.rates.get(system, self.rates.get(base_system(system)))
+
+    def labels_of(self, system: str) -> PseudoLabelConfig:
+        """Which pseudo-labels ``system`` trains on: ``pseudo_labels``, or for a selection variant
+        its own top fraction by confidence or shift."""
+        variant = selection_variant(system)
+        if variant is None:
+            return self.pseudo_labels
+        return PseudoLabelConfig(keep="top_fraction", top_fraction=variant.fraction, by=variant.by)
 
     def grid(self, moves: str) -> list[float]:
         """The learning-rate grid of a phase that moves ``moves``."""
@@ -255,13 +313,13 @@ def adapt_system(model: nn.Module, spec: FcSpec, system: str, neurons: dict[int,
     for ``random``, drawn with ``seed``). ``rates``: a learning rate per phase of the system chosen
     elsewhere (``lr_search: system``); a phase without one (None, or no ``rates``) searches its
     grid."""
-    if system not in SYSTEMS:
+    if not known_system(system):
         raise NeuroselError(f"unknown adaptation system '{system}' (known: {', '.join(SYSTEMS)})")
-    phases = list(SYSTEMS[system])
+    phases = list(SYSTEMS[base_system(system)])
     if rates is not None and len(rates) != len(phases):
         raise NeuroselError(f"{system}: {len(rates)} learning rates for {len(phases)} phases")
     widths = [spec_width(model, name) for name in spec.linears]
-    if system == "adapt_random_full":
+    if base_system(system) == "adapt_random_full":
         neurons = random_neurons({k: int(v.numel()) for k, v in neurons.items()}, widths, seed)
     record: dict = {"system": system, "seed": seed, "phases": [],
                     "heldout_loss_before": evaluate(model, data.heldout),

@@ -18,10 +18,11 @@ and every unit of the system reads its rates from there (an input of the unit's 
 ``lr_search: fixed`` there is no search: a unit trains with its system's ``rates`` from the config.
 
 Inputs: the baseline model, ``cuts_ood_adapt_<c>`` with features, the baseline's first-pass decode
-dirs ``<pseudo-dir>/ood_adapt_<c>/`` (pseudo-labels), and for neuron systems
+dirs ``<pseudo-dir>/ood_adapt_<c>/`` (pseudo-labels), for neuron systems
 ``<saliency-dir>/<ref>/neurons.tsv`` (``ref`` = ``ood_adapt_<c>``, ``pooled`` for pooled units, or
-the configured set). The adaptation sets' transcripts are read only by ``transcript_labels``, for
-``adapt_oracle``.
+the configured set), and for ``*_shift<NN>`` systems the adaptation sets' shift scores
+(``neurosel.recipe.adapt_shift``, computed before the units). The adaptation sets' transcripts
+are read only by ``transcript_labels``, for ``adapt_oracle``.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ from neurosel.fc import FcSpec
 from neurosel.io import write_json
 from neurosel.model import load_model, save_model
 from neurosel.recipe import layout
-from neurosel.recipe.adapt_systems import ORACLE, AdaptConfig, AdaptData, adapt_system
+from neurosel.recipe.adapt_shift import read_scores
+from neurosel.recipe.adapt_systems import ORACLE, AdaptConfig, AdaptData, adapt_system, base_system
 from neurosel.recipe.layout import POOLED
 from neurosel.recipe.neuron_table import read_neurons_tsv
 from neurosel.recipe.pseudo_labels import (PseudoCtcDataset, merge_pseudo_labels, pseudo_label_report,
@@ -198,17 +200,27 @@ def unit_inputs(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: lis
         inputs.append(layout.bpe_model(paths.lang))
     else:
         inputs += [paths.pseudo / s / name for s in sets for name in ("tokens.txt", "confidence.txt")]
-    if unit.system in NEURON_SYSTEMS:
+    if base_system(unit.system) in NEURON_SYSTEMS:
         inputs.append(paths.saliency / saliency_reference(unit, cfg) / "neurons.tsv")
+    if cfg.labels_of(unit.system).by == "shift":
+        inputs += [layout.adapt_shift_scores_path(paths.adapt, s) for s in sets]
     return inputs
 
 
 def unit_config(unit: Unit, cfg: AdaptConfig) -> dict:
-    """What a unit's result depends on besides its input files (not the lists of other units)."""
+    """What a unit's result depends on besides its input files (not the lists of other units): the
+    pseudo-labels it keeps (without ``by`` when by confidence, as before ``by`` existed) and the
+    shift score only for a ``*_shift<NN>`` system."""
     relevant = {k: v for k, v in C.to_dict(cfg).items()
-                if k not in ("systems", "pooled_systems", "num_seeds", "num_threads", "rates")}
+                if k not in ("systems", "pooled_systems", "num_seeds", "num_threads", "rates", "shift_score")}
+    labels = C.to_dict(cfg.labels_of(unit.system))
+    if labels["by"] == "confidence":
+        del labels["by"]
+    else:
+        relevant["shift_score"] = cfg.shift_score
+    relevant["pseudo_labels"] = labels
     if cfg.lr_search == "fixed":  # its own system's rates only: another system's rates change nothing here
-        relevant["rates"] = cfg.rates[unit.system]
+        relevant["rates"] = cfg.rates_of(unit.system)
     return {"unit": asdict(unit), "adapt": relevant}
 
 
@@ -269,11 +281,17 @@ def unit_data(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[
         missing = sorted(set(cuts.ids) - set(labels.tokens))
         if missing:
             raise NeuroselError(f"{paths.pseudo}: no pseudo-label for cut {missing[0]} ({len(missing)} missing)")
-        kept = select_pseudo_labels(labels, cfg.pseudo_labels)
+        selection = cfg.labels_of(unit.system)
+        shift = ({u: v for s in sets for u, v in read_scores(s, paths, cfg).items()} if selection.by == "shift"
+                 else None)
+        kept = select_pseudo_labels(labels, selection, shift)
         tokens, weights = kept.tokens, kept.weights
-        report = {"labels": "pseudo-labels", **pseudo_label_report(labels, kept, cuts, [paths.pseudo / s for s in sets])}
+        report = {"labels": "pseudo-labels",
+                  **pseudo_label_report(labels, kept, cuts, [paths.pseudo / s for s in sets])}
+        if selection is not cfg.pseudo_labels:  # a selection variant: what it kept by
+            report["selection"] = C.to_dict(selection) | ({"shift_score": cfg.shift_score} if shift else {})
     neurons: dict[int, torch.Tensor] = {}
-    if unit.system in NEURON_SYSTEMS:
+    if base_system(unit.system) in NEURON_SYSTEMS:
         tsv = paths.saliency / saliency_reference(unit, cfg) / "neurons.tsv"
         widths = [model.get_submodule(name).out_features for name in spec.linears]
         neurons = load_neurons(tsv, widths, cfg.neuron_classes)
@@ -322,7 +340,7 @@ def adapt_unit(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list
     """The work of ``run_unit`` (no up-to-date check)."""
     start = time.perf_counter()
     rates = (read_rates(layout.rates_path(paths.adapt, unit.system), unit.system) if cfg.lr_search == "system"
-             else list(cfg.rates[unit.system]) if cfg.lr_search == "fixed" else None)
+             else list(cfg.rates_of(unit.system) or []) if cfg.lr_search == "fixed" else None)
     d = unit_data(unit, paths, cfg, conditions)
     adapted, record = adapt_system(d.model, d.spec, unit.system, d.neurons, d.data, unit.seed, cfg, rates=rates)
     out = unit.model_dir(paths.adapt)
@@ -331,7 +349,8 @@ def adapt_unit(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list
     C.save(cfg, out / "config.yaml")
     record.update({"condition": unit.condition, "adaptation_sets": d.sets, "labels": d.labels,
                    "train_utterances": d.train_utterances, "heldout_utterances": d.heldout_utterances,
-                   "saliency_reference": saliency_reference(unit, cfg) if unit.system in NEURON_SYSTEMS else None,
+                   "saliency_reference": (saliency_reference(unit, cfg) if base_system(unit.system) in NEURON_SYSTEMS
+                                          else None),
                    "lr_search": cfg.lr_search, "seconds": round(time.perf_counter() - start, 2)})
     write_json(out / "adapt.json", record)
     log.info("%s (%s): held-out loss %.4f -> %.4f in %.1f s", unit.name, unit.condition,

@@ -1,6 +1,6 @@
 """Pseudo-labels for unsupervised adaptation: read them from a first-pass decode dir, keep or
-weight utterances by confidence, report what was kept, and build CTC batches whose targets are the
-pseudo-label token ids.
+weight utterances by confidence (or keep the least shifted by a per-utterance shift score), report
+what was kept, and build CTC batches whose targets are the pseudo-label token ids.
 
 A first-pass decode dir (``steps/decode.sh`` of the baseline on ``ood_adapt_<c>``) holds
 ``tokens.txt`` (``utt-id id id ...``, the best path's BPE ids, possibly none) and
@@ -32,16 +32,24 @@ from neurosel.data.batches import Batch, apply_cmvn
 class PseudoLabelConfig:
     """Which utterances adaptation trains on: ``keep`` = ``all``; ``top_fraction`` (the
     ``top_fraction`` most confident); ``threshold`` (confidence >= ``threshold``); ``weight``
-    (all, each utterance's loss weighted by its confidence). Utterances with an empty
-    pseudo-label are always dropped (CTC has nothing to learn from them) and counted."""
+    (all, each utterance's loss weighted by its confidence). ``by``: what ``top_fraction`` ranks by,
+    ``confidence`` (most confident first) or ``shift`` (least shifted first, by a per-utterance
+    shift score of the first pass; ``threshold`` and ``weight`` are by confidence only).
+    Utterances with an empty pseudo-label are always dropped (CTC has nothing to learn from them)
+    and counted."""
 
     keep: Literal["all", "top_fraction", "threshold", "weight"] = "all"
     top_fraction: float = 0.8
     threshold: float = 0.0
+    by: Literal["confidence", "shift"] = "confidence"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.top_fraction <= 1.0:
             raise ValueError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
+        if self.by not in ("confidence", "shift"):
+            raise ValueError(f"by must be 'confidence' or 'shift', got '{self.by}'")
+        if self.by == "shift" and self.keep not in ("all", "top_fraction"):
+            raise ValueError(f"keep: {self.keep} is by confidence; by: shift keeps all or the top_fraction")
 
 
 @dataclass
@@ -59,7 +67,7 @@ class KeptLabels:
     tokens: dict[str, list[int]]
     weights: dict[str, float] | None
     dropped_empty: int
-    dropped_confidence: int
+    dropped_confidence: int  # dropped by the ranking (confidence, or shift with ``by: shift``)
 
 
 def read_pseudo_labels(decode_dir: str | Path) -> PseudoLabels:
@@ -102,14 +110,24 @@ def merge_pseudo_labels(parts: list[PseudoLabels]) -> PseudoLabels:
     return PseudoLabels(tokens, confidence)
 
 
-def select_pseudo_labels(labels: PseudoLabels, cfg: PseudoLabelConfig) -> KeptLabels:
-    """Drop empty pseudo-labels, then keep or weight by confidence as ``cfg`` says. Ranking for
-    ``top_fraction`` is by confidence, ties by utterance id; the count kept is ceil(fraction * n)."""
+def select_pseudo_labels(labels: PseudoLabels, cfg: PseudoLabelConfig,
+                         shift: dict[str, float] | None = None) -> KeptLabels:
+    """Drop empty pseudo-labels, then keep or weight as ``cfg`` says. Ranking for ``top_fraction``
+    is by confidence (highest first) or, with ``by: shift``, by ``shift`` (per utterance, higher =
+    more shifted; lowest first), ties by utterance id; the count kept is ceil(fraction * n) of the
+    usable utterances."""
     usable = {u: t for u, t in labels.tokens.items() if t}
     dropped_empty = len(labels.tokens) - len(usable)
     keep = set(usable)
+    if cfg.by == "shift":
+        if shift is None:
+            raise NeuroselError("by: shift needs a shift score per utterance")
+        missing = sorted(set(usable) - set(shift))
+        if missing:
+            raise NeuroselError(f"utterance {missing[0]} has no shift score ({len(missing)} missing)")
     if cfg.keep == "top_fraction":
-        ranked = sorted(usable, key=lambda u: (-labels.confidence[u], u))
+        scores = shift if cfg.by == "shift" and shift is not None else {u: -c for u, c in labels.confidence.items()}
+        ranked = sorted(usable, key=lambda u: (scores[u], u))
         keep = set(ranked[:math.ceil(cfg.top_fraction * len(ranked))])
     elif cfg.keep == "threshold":
         keep = {u for u in usable if labels.confidence[u] >= cfg.threshold}

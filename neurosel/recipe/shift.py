@@ -172,18 +172,23 @@ def load_shift_model(files: RecipeFiles, device: torch.device = CPU) -> ShiftMod
     or reference, and for a reference of another model."""
     if not files.workdir.is_dir():
         raise NeuroselError(f"{files.workdir}: no such recipe work dir")
-    if not files.stats.is_file():
-        raise NeuroselError(f"{files.stats}: no such file (the in-domain reference statistics; run stage 5, "
+    return open_shift_model(files.model, files.stats, layout.cmvn_path(files.fbank), device)
+
+
+def open_shift_model(model_path: Path, stats_path: Path, cmvn_path: Path, device: torch.device = CPU) -> ShiftModel:
+    """``load_shift_model`` from the three files themselves (e.g. stage 7's paths)."""
+    if not stats_path.is_file():
+        raise NeuroselError(f"{stats_path}: no such file (the in-domain reference statistics; run stage 5, "
                             "saliency)")
-    model, _ = load_model(files.model)
-    reference = load_stats(files.stats)
+    model, _ = load_model(model_path)
+    reference = load_stats(stats_path)
     spec = model.fc_spec()
     try:
         layer_references(reference, fc_widths(model, spec), spec.on_threshold, NeuronSignalConfig())
     except NeuroselError as e:
-        raise NeuroselError(f"{files.stats} does not match the model {files.model}: {e}") from e
-    return ShiftModel(model.to(device), load_cmvn(layout.cmvn_path(files.fbank)), reference,
-                      {"model": _sha256(files.model), "reference": _sha256(files.stats)})
+        raise NeuroselError(f"{stats_path} does not match the model {model_path}: {e}") from e
+    return ShiftModel(model.to(device), load_cmvn(cmvn_path), reference,
+                      {"model": _sha256(model_path), "reference": _sha256(stats_path)})
 
 
 def _sha256(path: Path) -> str:

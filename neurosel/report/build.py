@@ -22,6 +22,8 @@ from neurosel.report.markdown import (adaptation_section, cell, comparisons_sect
                                       is_retrained, mean_wer, pruning_section, retrain_section, table)
 from neurosel.report.plots import plot_adaptation_losses, plot_pruning_curve, plot_wer_bars
 from neurosel.report.results import Comparison, paper_comparisons, results_json
+from neurosel.report.selection_section import HEADING as SELECTION_HEADING, KEY as SELECTION_KEY
+from neurosel.report.selection_section import selection_comparisons, selection_section
 from neurosel.report.shift_section import shift_section
 
 
@@ -203,7 +205,8 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
     prune_info = {}
     for f in sorted(layout.prune_dir(exp).glob("*/prune.json")):
         prune_info[layout.parse_system_id(f.parent.name)[0]] = json.loads(f.read_text())
-    comparisons = paper_comparisons(systems, summary)
+    selection = selection_comparisons(systems)
+    comparisons = paper_comparisons(systems, summary) + selection
     doc["comparisons"] = [{"name": c.name, "key": c.key, "a": c.system_a, "b": c.system_b, "test_sets": c.test_sets,
                            **{k: float(v) for k, v in vars(c.result).items()}} for c in comparisons]
     doc["activation"] = activation_of(exp)
@@ -231,7 +234,7 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
 
 
     forgetting = [c for c in comparisons if c.key.startswith("forget_")]
-    on_ood = [c for c in comparisons if not c.key.startswith("forget_")]
+    on_ood = [c for c in comparisons if not c.key.startswith(("forget_", SELECTION_KEY))]
     shift_md, shift_figures = shift_section(layout.shift_dir(exp), plots)
     figures += shift_figures
     findings = verdicts(summary, comparisons, ood, prune_info, layout.saliency_dir(exp))
@@ -265,6 +268,7 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
                                                    else "") + "):\n",
           table(["condition", "pseudo-label WER"], pseudo) if pseudo else "No adaptation sets decoded.\n",
           adaptation_section(summary, conditions),
+          f"## {SELECTION_HEADING}\n", selection_section(summary, selection, conditions, layout.adapt_dir(exp)),
           f"## {FORGETTING_HEADING}\n", forgetting_section(forgetting),
           f"## {BOOTSTRAP_HEADING}\n",
           comparisons_section(on_ood) if on_ood else "Not enough systems for the comparisons.\n",
