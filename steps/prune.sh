@@ -2,7 +2,8 @@
 # Stage 6: pruned copies of <model.pt> from the hyper/hypo classes and pruning-criteria scores of
 # stage 5 -> <prune-dir>/<system>/{model.pt,removed.tsv,prune.json}, <prune-dir>/summary.tsv;
 # then, with --test-sets, decode each system with the baseline's tuned decode config into
-# <decode-root>/<system>/<set>/. Systems and decodes already up to date are skipped.
+# <decode-root>/<system>/<set>/ (a condprune_* system's model of condition c into
+# <system>/adapted_<c>/ on ood_<c> and test). Systems and decodes already up to date are skipped.
 set -euo pipefail
 
 config=

@@ -40,7 +40,10 @@ if ! up_to_date python -m neurosel.bin.retrain status $stage_opts "$model" "$pru
     python -m neurosel.bin.retrain run $stage_opts "$model" "$prune" "$fbank" "$lang" "$dir"
 fi
 [ -n "$test_sets" ] || exit 0
-for system in $(python -m neurosel.bin.retrain systems $stage_opts "$model" "$prune" "$fbank" "$lang" "$dir"); do
-  steps/decode.sh --cmd "$cmd" --device "$device" --config "$decode_config" --sets "$test_sets" \
+# one line per model: <folder>:<sets> (a model pruned for condition c: ood_<c> and test)
+for entry in $(python -m neurosel.bin.retrain systems $stage_opts --sets "$test_sets" \
+                 "$model" "$prune" "$fbank" "$lang" "$dir"); do
+  system=${entry%%:*}
+  steps/decode.sh --cmd "$cmd" --device "$device" --config "$decode_config" --sets "${entry#*:}" \
     "$dir/$system/model.pt" "$fbank" "$lang" "$decode_root/$system"
 done

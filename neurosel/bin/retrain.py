@@ -4,12 +4,14 @@
 
 Every system of the config (a ``prune_random`` entry means each of its seeds in ``<prune-dir>``)
 is fine-tuned on in-domain ``train`` with the same batch plan, optimiser and learning rate
-(``neurosel.train.finetune``) into ``<retrain-dir>/<system>_retrain[.s<seed>]/{model.pt,retrain.json}``.
+(``neurosel.train.finetune``) into ``<retrain-dir>/<system>_retrain[.s<seed>]/{model.pt,retrain.json}``
+(a ``condprune_*`` system: each condition's model into ``.../adapted_<c>/``, as stage 6 laid them out).
 The control ``baseline_ft`` is the unpruned baseline fine-tuned alike; the learning rate is the one
 of ``lr_grid`` whose fine-tuned baseline has the lowest dev CTC loss (``<retrain-dir>/lr.json``;
 that run's model is ``baseline_ft``). ``status`` exits 0 when every system is up to date, 3 when
 some is to do, 1 on an error (a missing input, a system the prune dir lacks); ``systems`` prints
-the system ids it makes, one a line (``steps/retrain.sh`` decodes them).
+the folders it makes, one a line, with ``--sets a,b`` as ``<folder>:<sets it is decoded on>``
+(``steps/retrain.sh`` decodes them: a model of condition c on ``ood_<c>`` and ``test`` only).
 """
 
 from __future__ import annotations
@@ -38,19 +40,32 @@ log = logging.getLogger("neurosel.retrain")
 
 
 def systems_of(cfg: FinetuneConfig, prune_dir: Path) -> dict[str, Path]:
-    """``{retrained system id: pruned model.pt}`` for the config's systems."""
+    """``{retrained system's folder: pruned model.pt}`` for the config's systems: a folder is the
+    retrained system id, and for a ``condprune_*`` system (one model per OOD condition c) one
+    ``<id>/adapted_<c>`` per condition."""
     out = {}
     for name in cfg.systems:
         ids = sorted(p.name for p in prune_dir.glob(f"{name}.s*") if layout.parse_system_id(p.name)[0] == name) \
             or [name]
         for sid in ids:
-            model = prune_dir / sid / "model.pt"
-            if not model.is_file():
-                raise NeuroselError(f"{model}: no such file (retrain config names '{name}', which stage 6 did not "
-                                    "build)")
             system, seed = layout.parse_system_id(sid)
-            out[layout.system_id(layout.retrained(system), seed)] = model
+            folder = layout.system_id(layout.retrained(system), seed)
+            models = {folder: prune_dir / sid / "model.pt"}
+            if layout.is_condition_pruned(system):
+                models = {f"{folder}/{p.parent.name}": p
+                          for p in sorted((prune_dir / sid).glob(f"{layout.adapted_name('*')}/model.pt"))}
+            if not models or not all(m.is_file() for m in models.values()):
+                raise NeuroselError(f"{prune_dir / sid}: no pruned model.pt (retrain config names '{name}', which "
+                                    "stage 6 did not build)")
+            out.update(models)
     return out
+
+
+def decode_sets(folder: str, sets: list[str]) -> list[str]:
+    """The sets a retrained model is decoded on: all of ``sets``; for a model of condition c
+    (``.../adapted_<c>``) ``ood_<c>`` and ``test``, as stage 6 decoded it before retraining."""
+    condition = layout.adapted_condition(Path(folder).name)
+    return list(sets) if condition is None else layout.condition_sets(condition, sets)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     config_args(parser)
     device_args(parser)
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--sets", default="", help="action systems: also the sets each is decoded on, "
+                        "<folder>:<set>,<set> per line")
     parser.add_argument("baseline", type=Path)
     parser.add_argument("prune_dir", type=Path)
     parser.add_argument("fbank", type=Path)
@@ -77,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     lr_config = {"retrain": C.to_dict(cfg), "what": "lr"}
     unit_config = lambda: {"retrain": C.to_dict(cfg), "lr": chosen_lr(args.retrain_dir)}  # noqa: E731
     if action == "systems":
-        print("\n".join([layout.BASELINE_FT, *systems]))
+        folders = [layout.BASELINE_FT, *systems]
+        sets = args.sets.split(",") if args.sets else []
+        print("\n".join(f"{f}:{','.join(decode_sets(f, sets))}" if sets else f for f in folders))
         return UP_TO_DATE
     if action == "status":
         todo = [] if status(lr_dir, fingerprint(lr_config, lr_inputs)) == "done" and not args.force \

@@ -15,7 +15,8 @@ Systems and where they go under ``exp/``:
 - a system id is ``<system>`` (run once), ``<system>.s<seed>`` (one seed of several) or, for an
   adaptation to every condition's data at once, ``<system>_pooled.s<seed>``;
 - ``baseline/`` (stage 3), ``saliency/<reference-set>/`` (stage 5; reference sets ``dev``, each
-  ``ood_adapt_<c>`` and ``pooled``), ``prune/<system-id>/`` (stage 6), ``adapt/<system-id>/``
+  ``ood_adapt_<c>`` and ``pooled``), ``prune/<system-id>/`` (stage 6; a ``condprune_*`` system,
+  pruned per OOD condition, has ``adapted_<c>/`` per condition), ``adapt/<system-id>/``
   with ``adapted_<c>/`` per condition, ``adapt/lr/<system>/`` and ``adapt/shift_scores/<set>/`` (stage 7);
 - ``decode/<system-id>/<set>/`` and, for a model adapted to condition ``c``,
   ``decode/<system-id>/adapted_<c>/<set>/``.
@@ -208,6 +209,27 @@ def retrain_dir(exp_dir: str | Path) -> Path:
 def retrained(system: str) -> str:
     """``<system>_retrain``: a pruned system fine-tuned after removal."""
     return f"{system}_retrain"
+
+
+CONDITION_PRUNED = "condprune_"
+
+
+def condition_pruned(selection: str) -> str:
+    """``condprune_<selection>``: removal as unsupervised adaptation. For each OOD condition ``c``
+    the baseline pruned of the neurons that ``ood_adapt_<c>``'s statistics select (no transcript
+    read): one model per condition in ``prune/<system-id>/adapted_<c>/``, decoded like an adapted
+    system into ``decode/<system-id>/adapted_<c>/{ood_<c>,test}``."""
+    return f"{CONDITION_PRUNED}{selection}"
+
+
+def is_condition_pruned(name: str) -> bool:
+    """True for the id (or the system part of one) of a ``condprune_*`` system, retrained or not."""
+    return parse_system_id(name)[0].startswith(CONDITION_PRUNED)
+
+
+def condition_sets(condition: str, sets: list[str]) -> list[str]:
+    """The sets among ``sets`` that a model of ``condition`` is scored on: ``ood_<c>`` and ``test``."""
+    return [s for s in sets if s in (ood_set(condition), TEST)]
 
 
 def rates_path(adapt_root: str | Path, system: str) -> Path:

@@ -11,7 +11,13 @@ takes ``pooled`` (OOD adaptation audio, no transcripts) if it has any hyper/hypo
   the consumer's bias (folding is the default);
 - ``curve_<order>_<pct>[.s<seed>]``: ``pct`` % of every FC layer removed, most extreme on-rate
   first (order ``hyper_hypo``: largest |on_rate - 0.5|), at random, or smallest incoming weight
-  norm first (``magnitude``).
+  norm first (``magnitude``);
+- ``condprune_<selection>[.s<seed>]`` (opt-in, ``per_condition``): removal as unsupervised
+  adaptation. For each OOD condition ``c`` the selection is made on ``ood_adapt_<c>``'s own
+  ``neurons.tsv`` (unlabelled audio: stage 5 reads no transcript) by the same rule and per-layer
+  counts as above (random: that table's hyper+hypo count per layer), folding that table's mean
+  activations; one model per condition in ``condprune_<selection>/adapted_<c>/``, decoded on
+  ``ood_<c>`` and in-domain ``test`` only, like stage 7's adapted systems.
 
 A selection never empties a layer (the least extreme neuron of a fully selected layer is kept,
 with a note). An empty selection (e.g. no hyper/hypo neuron in the reference set) still gives a
@@ -38,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 import torch
 from torch import Tensor, nn
 
+from neurosel import config as C
 from neurosel.errors import NeuroselError
 from neurosel.fc import count_parameters, fc_widths
 from neurosel.inference import INFERENCE_BATCH_SECONDS, FeatureBatch
@@ -55,6 +62,9 @@ if TYPE_CHECKING:
 
 CLASS_SELECTIONS = {"hyper": ("hyper",), "hypo": ("hypo",), "hyper_hypo": ("hyper", "hypo")}
 CURVE_ORDERS = ("hyper_hypo", "random", "magnitude")
+# PruneStageConfig keys that only choose which systems the stage builds
+SYSTEM_CHOICE = ("random_seeds", "criteria", "nofold", "curve_fractions", "curve_orders", "curve_seeds",
+                 "per_condition")
 
 
 @dataclass
@@ -66,7 +76,10 @@ class PruneStageConfig:
     selections (``hyper``, ``hypo``, ``hyper_hypo``, ``random`` or a criterion) also pruned
     without folding; ``curve_fractions`` of every FC layer removed for each of ``curve_orders``
     (random ones once per ``curve_seeds``); speed measured on the first ``speed_utterances`` cuts
-    (by id) of ``speed_set``, median of ``speed_repeats`` runs.
+    (by id) of ``speed_set``, median of ``speed_repeats`` runs. ``per_condition``: the selections
+    (``hyper``, ``hypo``, ``hyper_hypo``, ``random`` with each of ``random_seeds``, or a criterion)
+    also made from each condition's own ``ood_adapt_<c>`` statistics, the ``condprune_*`` systems
+    (default none: not in the default run).
     """
 
     reference_set: str = "auto"
@@ -81,6 +94,7 @@ class PruneStageConfig:
     speed_utterances: int = 20
     speed_repeats: int = 5
     max_duration: float = INFERENCE_BATCH_SECONDS
+    per_condition: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.random_seeds or not self.curve_seeds:
@@ -94,32 +108,59 @@ class PruneStageConfig:
         if self.speed_utterances < 1 or self.speed_repeats < 1:
             raise ValueError("speed_utterances and speed_repeats must be >= 1")
 
+    def build_settings(self) -> dict[str, Any]:
+        """The settings that change how a system is built, for its marker: not the keys that only
+        choose which systems the stage has (each system's plan says its own selection, seed and
+        fraction), so that a study adding systems (``conf/study_full.yaml``) or a run with fewer
+        leaves every other system up to date."""
+        return {k: v for k, v in C.to_dict(self).items() if k not in SYSTEM_CHOICE}
+
 
 @dataclass(frozen=True)
 class SystemPlan:
-    """One pruned system: its dir ``name``; ``selection`` is a class selection (``hyper``,
-    ``hypo``, ``hyper_hypo``), ``random``, a criterion name, or ``curve:<order>``."""
+    """One pruned system: its id ``name``; ``selection`` is a class selection (``hyper``,
+    ``hypo``, ``hyper_hypo``), ``random``, a criterion name, or ``curve:<order>``; ``condition``:
+    the OOD condition whose ``ood_adapt_<c>`` statistics select the neurons (None: stage 6's one
+    reference set)."""
 
     name: str
     selection: str
     fold: bool
     seed: int | None = None
     fraction: float | None = None
+    condition: str | None = None
+
+    @property
+    def folder(self) -> str:
+        """The system's folder under the prune and decode roots: ``name``, or for a model of
+        condition ``c`` ``name/adapted_<c>``."""
+        return self.name if self.condition is None else f"{self.name}/{layout.adapted_name(self.condition)}"
+
+    def hashed(self) -> dict:
+        """The plan for its marker; ``condition`` only when set, so that the markers of the
+        systems made before it existed stay valid."""
+        return C.hashed(self, "condition")
 
 
 def decode_sets(plan: SystemPlan, sets: list[str]) -> list[str]:
     """The sets a pruned system is decoded on: all of ``sets``, except for a point of the pruning
     curve, which is plotted over the OOD sets only and so is decoded on the ``ood_*`` ones (all of
-    ``sets`` when there are none)."""
+    ``sets`` when there are none), and for a model of condition ``c``, which is decoded on
+    ``ood_<c>`` and in-domain ``test`` (those of ``sets``), as stage 7's adapted models are."""
+    if plan.condition is not None:
+        return layout.condition_sets(plan.condition, sets)
     ood = [s for s in sets if layout.is_ood_set(s)]
     return ood if plan.selection.startswith("curve:") and ood else list(sets)
 
 
-def plan_systems(cfg: PruneStageConfig, table_criteria: list[str]) -> list[SystemPlan]:
+def plan_systems(cfg: PruneStageConfig, table_criteria: list[str],
+                 conditions: list[str] | None = None) -> list[SystemPlan]:
     """Every system of the stage, in a fixed order; ``table_criteria`` are the criterion columns
-    of the reference ``neurons.tsv``."""
+    of the reference ``neurons.tsv``; ``conditions`` the OOD conditions of the ``condprune_*``
+    systems (one model per condition for each of ``cfg.per_condition``)."""
     criteria = cfg.criteria or [c for c in table_criteria if c != "random"]
-    missing = [c for c in criteria + cfg.nofold if c not in table_criteria and c not in CLASS_SELECTIONS]
+    missing = [c for c in criteria + cfg.nofold + cfg.per_condition
+               if c not in table_criteria and c not in CLASS_SELECTIONS and c != "random"]
     if missing:
         raise NeuroselError(f"prune config names '{missing[0]}', which is neither a neuron class selection "
                             f"nor a criterion column of neurons.tsv ({', '.join(table_criteria)})")
@@ -140,6 +181,11 @@ def plan_systems(cfg: PruneStageConfig, table_criteria: list[str]) -> list[Syste
             seeds = cfg.curve_seeds if order == "random" else [None]
             plans += [SystemPlan(layout.system_id(name, s), f"curve:{order}", True, s, f)
                       for s in seeds]
+    for sel in cfg.per_condition:
+        name = layout.condition_pruned(sel)
+        for seed in cfg.random_seeds if sel == "random" else [None]:
+            plans += [SystemPlan(layout.system_id(name, seed), sel, True, seed=seed, condition=c)
+                      for c in conditions or []]
     return plans
 
 
@@ -159,6 +205,15 @@ def choose_reference(saliency_dir: str | Path, setting: str) -> tuple[str, str]:
             return "pooled", f"auto: the pooled OOD adaptation statistics have {n} hyper/hypo neurons"
         return "dev", "auto: the pooled OOD adaptation statistics have no hyper/hypo neuron, so dev"
     return "dev", "auto: no pooled OOD statistics, so dev"
+
+
+def condition_reference(saliency_dir: str | Path, condition: str) -> tuple[str, str]:
+    """(reference set, why) of the ``condprune_*`` models of ``condition``: its own adaptation set."""
+    name = layout.adapt_set(condition)
+    if not (Path(saliency_dir) / name / "neurons.tsv").is_file():
+        raise NeuroselError(f"{Path(saliency_dir) / name / 'neurons.tsv'}: no such file (per_condition needs "
+                            f"stage 5's statistics of every adaptation set)")
+    return name, f"per_condition: condition {condition}'s own unlabelled adaptation audio"
 
 
 def _leave_one(remove: dict[int, Tensor], on_rate: list[Tensor], widths: list[int], notes: list[str]) -> None:
@@ -313,11 +368,11 @@ def summary_rows(prune_dir: str | Path, plans: list[SystemPlan]) -> list[list[st
     """One row (``SUMMARY_HEADER`` fields) per system, from its ``prune.json``."""
     rows = []
     for plan in plans:
-        path = Path(prune_dir) / plan.name / "prune.json"
+        path = Path(prune_dir) / plan.folder / "prune.json"
         if not path.is_file():
             raise NeuroselError(f"{path}: no such file (did every prune job finish?)")
         info = json.loads(path.read_text(encoding="utf-8"))
-        rows.append([plan.name, str(info["removed"]), ",".join(map(str, info["widths_after"])),
+        rows.append([plan.folder, str(info["removed"]), ",".join(map(str, info["widths_after"])),
                      str(info["parameters"]), f"{info['parameter_ratio']:.3f}",
                      f"{info['speed']['speedup']:.2f}", f"{info['speed']['fc_speedup']:.2f}", "; ".join(info["notes"]) or "-"])
     return rows
