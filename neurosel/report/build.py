@@ -15,11 +15,12 @@ from neurosel.io import atomic_path, write_json, write_text
 from neurosel.recipe import layout
 from neurosel.config import load_yaml
 from neurosel.report.claims import (BOOTSTRAP_HEADING, CLAIM1_HEADING, CLAIM2_HEADING, CLAIM3_HEADING,
-                                    DASHBOARD_NOTE, FORGETTING_HEADING, RETRAIN_HEADING, claim_rows,
-                                    dashboard_section, rows_json)
+                                    CONDITION_PRUNE_HEADING, DASHBOARD_NOTE, FORGETTING_HEADING, RETRAIN_HEADING,
+                                    claim_rows, dashboard_section, rows_json)
 from neurosel.report.collect import collect, read_wer
-from neurosel.report.markdown import (adaptation_section, cell, comparisons_section, criteria_section,
-                                      is_retrained, mean_wer, pruning_section, retrain_section, table)
+from neurosel.report.markdown import (adaptation_section, cell, comparisons_section, condition_pruning_section,
+                                      criteria_section, is_retrained, mean_wer, pruning_section, retrain_section,
+                                      table)
 from neurosel.report.plots import plot_adaptation_losses, plot_pruning_curve, plot_wer_bars
 from neurosel.report.results import Comparison, paper_comparisons, results_json
 from neurosel.report.selection_section import HEADING as SELECTION_HEADING, KEY as SELECTION_KEY
@@ -137,12 +138,17 @@ def rule_text(saliency_dir: Path, reference: str) -> str:
 
 def selection_rules(exp: Path, prune_info: dict) -> dict[str, str]:
     """The selection rule behind each protocol: claim 1 on dev, pruning on stage 6's reference
-    set, selective adaptation on each condition's (or the configured set's) statistics."""
+    set (the condprune_* systems on each condition's own), selective adaptation on each condition's
+    (or the configured set's) statistics."""
     sal = layout.saliency_dir(exp)
     out = {"claim1": rule_text(sal, "dev")}
     ref = prune_info.get("prune_hyper_hypo", {}).get("reference_set")
     if ref:
         out["pruning"] = rule_text(sal, ref)
+    per_condition = sorted(layout.prune_dir(exp).glob(f"{layout.condition_pruned('hyper_hypo')}/*/prune.json"))
+    if per_condition:
+        some = json.loads(per_condition[0].read_text())["reference_set"]
+        out["condition_pruning"] = rule_text(sal, some).replace(some, "each condition's ood_adapt_<c>")
     refs = set()
     for f in sorted(layout.adapt_dir(exp).glob("adapt_selective_full.*/*/adapt.json")):
         refs.add(json.loads(f.read_text()).get("saliency_reference"))
@@ -261,6 +267,8 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
           criteria_section(layout.saliency_dir(exp)),
           f"## {CLAIM2_HEADING}\n",
           pruning_section(summary, test_sets, prune_info),
+          f"### {CONDITION_PRUNE_HEADING}\n",
+          condition_pruning_section(summary, conditions, layout.prune_dir(exp)),
           f"## {RETRAIN_HEADING}\n", retrain_section(summary, test_sets),
           f"## {CLAIM3_HEADING}\n",
           "Pseudo-label WER of the baseline on each adaptation set (for this report only; no transcript of an "

@@ -20,12 +20,15 @@ NO_RESULTS = "no results.json"
 WITHOUT_RETRAINING = "removal without retraining"
 WITH_RETRAINING = "removal, then retraining"
 SELECTIVE = "selective adaptation"
+PER_CONDITION = "removal as unsupervised adaptation (per condition)"
+PER_CONDITION_RETRAINED = "removal as unsupervised adaptation, then retraining (per condition)"
 
 CLAIM1_HEADING = "Claim 1: do pruning criteria select hyper and hypo neurons?"
 CLAIM2_HEADING = "Claim 2: removing hyper and hypo neurons"
 CLAIM3_HEADING = "Claim 3: unsupervised adaptation"
 FORGETTING_HEADING = "Forgetting: in-domain test after adapting"
 RETRAIN_HEADING = "Claim 2 with retraining: prune, then fine-tune"
+CONDITION_PRUNE_HEADING = "Removal as unsupervised adaptation: neurons chosen per condition"
 BOOTSTRAP_HEADING = "Paired bootstrap tests (utterances of every OOD test set)"
 
 
@@ -61,6 +64,15 @@ OPTIONAL = (  # reported when the run has them, never as "not run"
              "hyper+hypo removed vs random removed", CLAIM2_HEADING),
     Expected("forgetting", SELECTIVE, "adaptation", "forget_vs_least_forgetting",
              "selective+full vs least-forgetting blind, in-domain test", FORGETTING_HEADING),
+    Expected("2", PER_CONDITION, "condition_pruning", "condprune_vs_baseline",
+             "hyper+hypo of each condition removed vs baseline", CONDITION_PRUNE_HEADING),
+    Expected("2 (control)", PER_CONDITION, "condition_pruning", "condprune_vs_random",
+             "hyper+hypo of each condition removed vs random removed per condition", CONDITION_PRUNE_HEADING),
+    Expected("2", PER_CONDITION_RETRAINED, "condition_pruning", "condprune_retrain_vs_baseline_ft",
+             "hyper+hypo of each condition removed+retrained vs baseline fine-tuned alike", CONDITION_PRUNE_HEADING),
+    Expected("2 (control)", PER_CONDITION_RETRAINED, "condition_pruning", "condprune_retrain_vs_random",
+             "hyper+hypo of each condition removed+retrained vs random removed+retrained per condition",
+             CONDITION_PRUNE_HEADING),
 )
 
 

@@ -89,6 +89,58 @@ def retrain_section(summary: Summary, test_sets: list[str]) -> str:
     return table(["system"] + test_sets + ["mean OOD"], rows)
 
 
+def removed_neurons(path: Path) -> set[tuple[int, int]]:
+    """(layer, neuron) of every neuron a pruned system removed, from its ``removed.tsv``."""
+    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()[1:] if line]
+    return {(int(layer), int(neuron)) for layer, neuron in rows}
+
+
+def condition_pruning_section(summary: Summary, conditions: list[str], prune_dir: Path) -> str:
+    """Removal as unsupervised adaptation: the ``condprune_*`` systems (one model per condition
+    ``c``, neurons chosen from ``ood_adapt_<c>``) on each ``ood_<c>`` and on in-domain test after
+    pruning for ``c`` (``test.<c>``, mean over conditions), beside the baseline and stage 6's
+    hyper+hypo and random removal from its one reference set; then how many neurons each
+    condition's hyper+hypo set removes and how much it shares with that one reference set's."""
+    systems = sorted(s for s in summary if layout.is_condition_pruned(s))
+    if not systems:
+        return ("Not run (not part of the default run): `per_condition` in the prune config (`./run.sh --study "
+                "full`) prunes, for each condition, the hyper+hypo neurons of its own adaptation audio.\n")
+    ood = [layout.ood_set(c) for c in conditions]
+    base_ood = mean_wer(summary, "baseline", ood)
+    one_ref = prune_dir / "prune_hyper_hypo"
+    reference = json.loads((one_ref / "prune.json").read_text())["reference_set"] \
+        if (one_ref / "prune.json").is_file() else "?"
+    control = [layout.BASELINE_FT] if any(is_retrained(s) for s in systems) else []
+    rows = []
+    for s in [s for s in ["baseline", *control, "prune_hyper_hypo", "prune_random", *systems] if s in summary]:
+        m = mean_wer(summary, s, ood)
+        change = "–" if m is None or base_ood in (None, 0) or s == "baseline" \
+            else f"{100 * (m - base_ood) / base_ood:+.1f}%"
+        after = [summary[s][t]["wer"] for t in (layout.adapted_test_set(layout.TEST, c) for c in conditions)
+                 if t in summary[s]]
+        source = ("each ood_adapt_<c>" if layout.is_condition_pruned(s) else reference) if s.startswith(
+            ("prune_", layout.CONDITION_PRUNED)) else "–"
+        rows.append([s, source] + [cell(summary[s].get(t)) for t in ood]
+                    + ["–" if m is None else f"{m:.2f}", change,
+                       f"{np.mean(after):.2f}" if after else cell(summary[s].get(layout.TEST))])
+    text = table(["system", "neurons chosen from"] + ood + ["mean OOD", "rel. to baseline", "test (in-domain)"], rows)
+    theirs = removed_neurons(one_ref / "removed.tsv") if (one_ref / "removed.tsv").is_file() else None
+    notes = []
+    for c in conditions:
+        path = prune_dir / layout.condition_pruned("hyper_hypo") / layout.adapted_name(c) / "removed.tsv"
+        if theirs is not None and path.is_file():
+            mine = removed_neurons(path)
+            jaccard = len(mine & theirs) / len(mine | theirs) if mine | theirs else 1.0
+            notes.append(f"{c}: {len(mine)} (Jaccard {jaccard:.2f} with {reference}'s)")
+    return (text + "\nEach `condprune_*` system is one model per condition: its neurons are chosen from that "
+            "condition's own adaptation audio (no transcript), by the rule and per-layer counts of stage 6, their "
+            "mean output on that audio folded into the next layer; it is scored on that condition's test set and "
+            "on in-domain test (the last column: the mean over the conditions' models). The random control removes "
+            "random neurons in the same per-layer counts and folds the same condition's means. "
+            + (f"Neurons removed by {layout.condition_pruned('hyper_hypo')} per condition: {'; '.join(notes)}.\n"
+               if notes else "\n"))
+
+
 def adaptation_section(summary: Summary, conditions: list[str]) -> str:
     adapt = sorted(s for s in summary if s.startswith("adapt_"))
     ood = [layout.ood_set(c) for c in conditions]

@@ -127,6 +127,28 @@ def paper_comparisons(systems: dict[str, SystemResults], summary: dict) -> list[
             sets = sorted(set(ood(hh)) & set(ood(other)))
             if sets:
                 out.append(compare(name, systems[other], systems[hh], sets, key=key))
+    return out + condition_prune_comparisons(systems)
+
+
+def condition_prune_comparisons(systems: dict[str, SystemResults]) -> list[Comparison]:
+    """Removal as unsupervised adaptation: each condition's model of ``condprune_hyper_hypo``
+    (hyper+hypo of that condition's own adaptation audio removed) against the unpruned baseline
+    and against ``condprune_random`` (random neurons, the same per-layer counts, per condition);
+    when retrained, against ``baseline_ft`` and ``condprune_random`` retrained alike; on every
+    condition's ``ood_<c>`` utterances pooled."""
+    hh, rnd = layout.condition_pruned("hyper_hypo"), layout.condition_pruned("random")
+    pairs = ((hh, layout.BASELINE, "hyper+hypo of each condition removed vs baseline", "condprune_vs_baseline"),
+             (hh, rnd, "hyper+hypo of each condition removed vs random removed per condition", "condprune_vs_random"),
+             (layout.retrained(hh), layout.BASELINE_FT, "hyper+hypo of each condition removed, then retrained, vs "
+              "baseline fine-tuned alike", "condprune_retrain_vs_baseline_ft"),
+             (layout.retrained(hh), layout.retrained(rnd), "hyper+hypo of each condition removed vs random removed "
+              "per condition, both retrained", "condprune_retrain_vs_random"))
+    out = []
+    for b, a, name, key in pairs:
+        if a in systems and b in systems:
+            sets = sorted(t for t in systems[b].runs if layout.is_ood_set(t) and t in systems[a].runs)
+            if sets:
+                out.append(compare(name, systems[a], systems[b], sets, key=key))
     return out
 
 
