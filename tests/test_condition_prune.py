@@ -187,6 +187,8 @@ def test_report_rows_and_table_from_hand_made_decodes(tmp_path):
             write_decode(decode / system / layout.adapted_name(c) / layout.ood_set(c), [errors] * n)
             write_decode(decode / system / layout.adapted_name(c) / layout.TEST, [test_errors] * n)
     write_decode(decode / "baseline" / layout.TEST, [1] * n)
+    for t in (layout.TEST, *map(layout.ood_set, CONDITIONS)):  # stage 6's one reference set's hyper+hypo
+        write_decode(decode / "prune_hyper_hypo" / t, [2] * n)
     prune = tmp_path / "exp" / "prune"
     write_removed(prune / "prune_hyper_hypo", [(0, 1), (0, 2), (1, 3)])
     write_removed(prune / "condprune_hyper_hypo" / "adapted_a", [(0, 1), (0, 2), (1, 3)])
@@ -197,6 +199,7 @@ def test_report_rows_and_table_from_hand_made_decodes(tmp_path):
     assert comps["condprune_vs_baseline"]["difference"] == pytest.approx(-20.0)
     assert comps["condprune_vs_random"]["a"] == "condprune_random"
     assert comps["condprune_vs_random"]["difference"] == pytest.approx(10.0 - 45.0)
+    assert comps["condprune_vs_one_reference"]["difference"] == pytest.approx(10.0 - 20.0)
     rows = {r["comparison"]: r for r in doc["claims"] if r["protocol"] == PER_CONDITION}
     assert rows["condprune_hyper_hypo vs baseline"]["verdict"] == HOLDS
     assert rows["condprune_hyper_hypo vs condprune_random"]["verdict"] == HOLDS

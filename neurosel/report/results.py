@@ -133,12 +133,15 @@ def paper_comparisons(systems: dict[str, SystemResults], summary: dict) -> list[
 def condition_prune_comparisons(systems: dict[str, SystemResults]) -> list[Comparison]:
     """Removal as unsupervised adaptation: each condition's model of ``condprune_hyper_hypo``
     (hyper+hypo of that condition's own adaptation audio removed) against the unpruned baseline
-    and against ``condprune_random`` (random neurons, the same per-layer counts, per condition);
+    and against ``condprune_random`` (random neurons, the same per-layer counts, per condition), and
+    against ``prune_hyper_hypo`` (the neurons of stage 6's one reference set, e.g. pooled);
     when retrained, against ``baseline_ft`` and ``condprune_random`` retrained alike; on every
     condition's ``ood_<c>`` utterances pooled."""
     hh, rnd = layout.condition_pruned("hyper_hypo"), layout.condition_pruned("random")
     pairs = ((hh, layout.BASELINE, "hyper+hypo of each condition removed vs baseline", "condprune_vs_baseline"),
              (hh, rnd, "hyper+hypo of each condition removed vs random removed per condition", "condprune_vs_random"),
+             (hh, "prune_hyper_hypo", "hyper+hypo of each condition removed vs hyper+hypo of stage 6's one "
+              "reference set removed", "condprune_vs_one_reference"),
              (layout.retrained(hh), layout.BASELINE_FT, "hyper+hypo of each condition removed, then retrained, vs "
               "baseline fine-tuned alike", "condprune_retrain_vs_baseline_ft"),
              (layout.retrained(hh), layout.retrained(rnd), "hyper+hypo of each condition removed vs random removed "
