@@ -32,6 +32,7 @@ quiet=false
 train_config=train
 device=auto
 study=default
+weak_baseline=adapt
 help_message="Usage: $0 [options]   (see the header of $0 for the stage table)
 Options:
   --recipe <name>        recipe under egs/ (default: $recipe)
@@ -50,6 +51,8 @@ Options:
   --study <name>         default (the headline tables), or full: the claims study's variants as
                          well (conf/study_full.yaml over every stage's config; the default run's
                          results stay up to date under it, only what it adds runs)
+  --weak-baseline <what> adapt (default) or skip-adapt: stage 7 skipped, with a message, when
+                         stage 4 found the baseline weak (the full study's sigmoid arm)
   --quiet <bool>         no progress bars"
 invocation="$0 $*"
 . utils/parse_options.sh
@@ -73,15 +76,17 @@ recipe_dir=egs/$recipe
 conf=$recipe_dir/conf
 [ -d "$conf" ] || { echo "$0: no recipe '$recipe' ($conf does not exist)" >&2; exit 1; }
 [ -f "$conf/$train_config.yaml" ] || { echo "$0: --train-config $train_config: $conf/$train_config.yaml does not exist" >&2; exit 1; }
-# overlays over every stage's config, applied in order (comma-separated for the steps)
+case $weak_baseline in adapt|skip-adapt) ;; *) echo "$0: --weak-baseline '$weak_baseline': adapt or skip-adapt" >&2; exit 1 ;; esac
+# overlays over every stage's config, applied in order (comma-separated for the steps): the study's,
+# then the corpus size's, which has the last word (a tiny run stays tiny in the full study)
 overlays=()
-if [ "$corpus_size" != default ]; then
-  overlays+=("$conf/$corpus_size.yaml")
-  [ -f "$conf/$corpus_size.yaml" ] || { echo "$0: --corpus-size $corpus_size needs $conf/$corpus_size.yaml" >&2; exit 1; }
-fi
 if [ "$study" != default ]; then
   overlays+=("$conf/study_$study.yaml")
   [ -f "$conf/study_$study.yaml" ] || { echo "$0: --study $study needs $conf/study_$study.yaml" >&2; exit 1; }
+fi
+if [ "$corpus_size" != default ]; then
+  overlays+=("$conf/$corpus_size.yaml")
+  [ -f "$conf/$corpus_size.yaml" ] || { echo "$0: --corpus-size $corpus_size needs $conf/$corpus_size.yaml" >&2; exit 1; }
 fi
 overlay=$(IFS=,; echo "${overlays[*]}")
 workdir=${workdir:-$recipe_dir$([ "$corpus_size" = default ] || echo "/$corpus_size")}
@@ -148,10 +153,42 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
     "$exp/baseline/model.pt" "$data/fbank" "$data/lang" "$exp/saliency" "$exp/prune"
 fi
 
-if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+adapt=true
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ] && [ "$weak_baseline" = skip-adapt ]; then
+  rc=0
+  python -m neurosel.bin.decode check --strict "$exp/baseline/model.pt" "$data/lang" "$data/fbank" \
+    "$exp/decode/baseline" 2>/dev/null || rc=$?
+  case $rc in
+    0) ;;
+    4) adapt=false
+       log "stage 7: not run: the baseline is weak (stage 4's warning), so its pseudo-labels teach nothing; the report says 'not run'" ;;
+    *) echo "$0: the weak-baseline check failed (exit $rc)" >&2; exit $rc ;;
+  esac
+fi
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ] && $adapt; then
   log "stage 7: adapt to each OOD condition (pseudo-labels; blind, selective, selective+full, random+full, LHUC; the full study adds the oracle and pooled)"
   steps/adapt.sh $opts --device "$device" --cmd "$train_cmd" --decode-cmd "$decode_cmd" --nj "$nj" --seed "$seed" \
     --config "$conf/adapt.yaml" "$exp/baseline/model.pt" "$data/fbank" "$data/lang" "$exp"
+fi
+
+# The full study's variants that need the whole run: prune, then retrain (every pruned system of
+# conf/retrain.yaml and the unpruned control fine-tuned alike), and the other FC activation (the
+# recipe's conf/train_sigmoid.yaml) through stages 3-7 in a work dir of its own on the same data.
+sigmoid_dir=$workdir/sigmoid
+if [ "$study" = full ] && [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  log "full study: prune, then retrain (conf/retrain.yaml)"
+  test_sets=$(python -m neurosel.bin.layout test-sets "$data/fbank")
+  steps/retrain.sh $opts --device "$device" --cmd "$train_cmd" --config "$conf/retrain.yaml" \
+    --test-sets "$test_sets" --decode-config "$exp/decode/baseline/decode.yaml" \
+    "$exp/baseline/model.pt" "$exp/prune" "$data/fbank" "$data/lang" "$exp/retrain"
+  if [ "$train_config" != train_sigmoid ] && [ -f "$conf/train_sigmoid.yaml" ]; then
+    log "full study: the sigmoid model on the same data, stages 3-7 in $sigmoid_dir"
+    mkdir -p "$sigmoid_dir"
+    [ -e "$sigmoid_dir/data" ] || ln -s "$(cd "$data" && pwd)" "$sigmoid_dir/data"
+    ./run.sh --recipe "$recipe" --workdir "$sigmoid_dir" --train-config train_sigmoid --study full \
+      --corpus-size "$corpus_size" --stage 3 --stop-stage 7 --nj "$nj" --cmd "$cmd" --seed "$seed" \
+      --force "$force" --quiet "$quiet" --device "$device" --weak-baseline skip-adapt
+  fi
 fi
 
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
@@ -159,7 +196,15 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
   # the default run of a recipe also refreshes its tracked RESULTS.md
   copy=
   [ "$workdir" = "$recipe_dir" ] && copy=$recipe_dir/RESULTS.md
-  steps/report.sh --recipe "$recipe" --seed "$seed" --copy-to "$copy" --command "$invocation" "$workdir"
+  also=
+  if [ "$study" = full ] && [ "$train_config" != train_sigmoid ] && [ -d "$sigmoid_dir/exp" ]; then
+    # the sigmoid run's report first: its results.json joins the dashboard (results_sigmoid/ beside
+    # the recipe's RESULTS.md for the default work dir)
+    steps/report.sh --recipe "$recipe" --seed "$seed" --copy-to "${copy:+$recipe_dir/results_sigmoid/RESULTS.md}" \
+      --command "$invocation" "$sigmoid_dir"
+    [ -n "$copy" ] || also=sigmoid=$sigmoid_dir/exp/results.json
+  fi
+  steps/report.sh --recipe "$recipe" --seed "$seed" --copy-to "$copy" --also "$also" --command "$invocation" "$workdir"
   log "results: $exp/results.json, $exp/RESULTS.md"
 fi
 

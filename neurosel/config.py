@@ -3,8 +3,8 @@ name the file and the key.
 
 A stage's configuration is one dataclass. It is built from, in increasing priority:
 the dataclass defaults, the stage's YAML file, the stage's section of each overlay file in turn
-(e.g. ``conf/tiny.yaml`` selected by ``--corpus-size tiny``, then ``conf/study_full.yaml`` selected
-by ``--study full``; several are given as one comma-separated ``--overlay``), and ``--set
+(e.g. ``conf/study_full.yaml`` selected by ``--study full``, then ``conf/tiny.yaml`` selected by
+``--corpus-size tiny``; several are given as one comma-separated ``--overlay``), and ``--set
 key=value`` overrides from the command line (dotted keys for nested dataclasses: ``--set
 model.fc_dim=256``).
 """

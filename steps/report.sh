@@ -6,6 +6,7 @@ set -euo pipefail
 recipe=synth
 seed=0
 copy_to=
+also=
 command="./run.sh"
 help_message="Usage: $0 [options] <work-dir>
  e.g.: $0 --recipe synth --copy-to egs/synth/RESULTS.md egs/synth
@@ -13,10 +14,12 @@ Options:
   --recipe <name>      recipe name recorded in results.json
   --seed <n>           the run's base seed
   --copy-to <file>     also write RESULTS.md (and plots/ beside it) here
+  --also <name=json>   another FC activation's results.json for the claims dashboard (default:
+                       results_<activation>/ beside --copy-to)
   --command <text>     the command that produced the run, for the record"
 . utils/parse_options.sh
 [ $# -eq 1 ] || { echo "$help_message" >&2; exit 1; }
 workdir=$1
 
 python -m neurosel.bin.report --recipe "$recipe" --seed "$seed" --command "$command" \
-  ${copy_to:+--copy-to "$copy_to"} "$workdir"
+  ${copy_to:+--copy-to "$copy_to"} ${also:+--also "$also"} "$workdir"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -89,17 +90,33 @@ def test_tiny_recipe_end_to_end(recipe) -> None:
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_full_study_adds_to_the_run_it_extends(recipe) -> None:
-    """--study full lays conf/study_full.yaml over the corpus size's overlay; what the tiny run already
-    has (its overlay runs every system of the full study) stays up to date: no adaptation job runs."""
+def test_full_study_on_the_tiny_recipe(recipe, tmp_path) -> None:
+    """--study full on a finished tiny run (a copy): the tiny overlay over conf/study_full.yaml keeps
+    the run's adaptation up to date, then prune-then-retrain and the sigmoid model run, and the
+    dashboard gets verdicts for the retraining rows of both activations. The tiny sigmoid model
+    (120 steps) decodes nothing (100% deletions): its stage 7 is skipped as weak and says so."""
     workdir, first = recipe
     assert first.returncode == 0
-    bad = run_recipe(workdir, "--study", "nothing", "--stage", "8")
+    copy = tmp_path / "full"
+    shutil.copytree(workdir, copy, symlinks=True)
+    bad = run_recipe(copy, "--study", "nothing", "--stage", "8")
     assert bad.returncode == 1 and "--study nothing needs egs/synth/conf/study_nothing.yaml" in bad.stderr
-    again = run_recipe(workdir, "--study", "full", "--stage", "7", "--stop-stage", "7")
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "study full" in again.stderr
-    assert "adapt.JOB.log" not in again.stderr and "tune.JOB.log" not in again.stderr, again.stderr[-3000:]
+    full = run_recipe(copy, "--study", "full", "--stage", "7")
+    assert full.returncode == 0, full.stderr[-3000:]
+    assert "study full" in full.stderr
+    assert f"{copy}/exp/adapt/log/adapt.JOB.log" not in full.stderr, full.stderr[-3000:]  # up to date
+    doc = json.loads((copy / "exp" / "results.json").read_text())
+    assert {"baseline_ft", "prune_hyper_hypo_retrain"} <= set(doc["systems"])
+    sigmoid = json.loads((copy / "sigmoid" / "exp" / "results.json").read_text())
+    assert {"prune_hyper_hypo", "prune_hyper_hypo_retrain", "baseline_ft"} <= set(sigmoid["systems"])
+    assert "stage 7: not run: the baseline is weak" in full.stderr
+    assert not any(s.startswith("adapt_") for s in sigmoid["systems"])
+    verdicts = {(r["claim"], r["activation"], r["protocol"]): r["verdict"] for r in doc["claims"]}
+    decided = ("holds", "refuted", "not significant")
+    assert verdicts[("2", "relu", "removal, then retraining")] in decided
+    assert verdicts[("2", "sigmoid", "removal, then retraining")] in decided
+    assert verdicts[("3", "sigmoid", "selective adaptation")] == "not run"
+    assert "| sigmoid |" in (copy / "exp" / "RESULTS.md").read_text()
 
 
 @pytest.mark.slow

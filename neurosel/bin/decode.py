@@ -15,9 +15,10 @@ protocol of ``neurosel.stage``; the work is ``neurosel.decode.stage``):
     print the sets, one per line (a set is the unit of the up-to-date check)
 ``python -m neurosel.bin.decode table  [cfg] --sets a,b <model.pt> <lang> <fbank> <decode-dir>``
     print ``<decode-dir name>/<set> <%WER line>`` for each set
-``python -m neurosel.bin.decode check  <model.pt> <lang> <fbank> <decode-dir>``
+``python -m neurosel.bin.decode check [--strict] <model.pt> <lang> <fbank> <decode-dir>``
     stage 4's weak-baseline check: a loud warning on stderr when the tuning set's WER is above
-    ``weak_baseline_wer`` of the tuned ``decode.yaml`` (``neurosel.decode.baseline_check``); exit 0
+    ``weak_baseline_wer`` of the tuned ``decode.yaml`` (``neurosel.decode.baseline_check``); exit 0,
+    or with ``--strict`` exit 4 for a weak baseline (the full study skips adapting from one)
 """
 
 from __future__ import annotations
@@ -39,12 +40,14 @@ from neurosel.device import resolve_device
 from neurosel.recipe import layout
 from neurosel.stage import require, status_code
 
+WEAK_BASELINE = 4  # exit code of ``check --strict`` for a weak baseline
 log = logging.getLogger("neurosel.decode")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="decode", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["tune", "decode", "merge", "status", "list", "table", "check"])
+    parser.add_argument("--strict", action="store_true", help="check: exit 4 for a weak baseline")
     config_args(parser)
     parser.add_argument("--sets", default="", help="comma-separated split names to decode")
     parser.add_argument("--tune", action="store_true", help="action status: of the LM-weight tuning")
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             bar = "#" * 100
             print(f"{bar}\n{textwrap.fill(warning, 100, break_on_hyphens=False)}\n{bar}", file=sys.stderr)
+            return WEAK_BASELINE if args.strict else 0
         return 0
     if args.action == "list":
         print("\n".join(sets))
