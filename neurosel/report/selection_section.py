@@ -87,8 +87,8 @@ def selection_section(summary: dict, comparisons: list[Comparison], conditions: 
                            str(max((e["n"] for e in summary[s].values()), default=0))])
     md = ["Each condition's adaptation utterances ranked without a transcript: by the first pass's confidence "
           "or by the shift score of the baseline's neurons and outputs on them (stage 7's `shift_score`); the "
-          "system trains on the kept share with its own learning rates and step budget. Kept: share of the "
-          "adaptation utterances; pseudo-label WER of the kept ones for this report only.\n",
+          "variant trains on the kept share with its system's learning rates and step budget. Kept: share of "
+          "the adaptation utterances; pseudo-label WER of the kept ones for this report only.\n",
           table(["system", "adaptation data", "kept", "pseudo-label WER kept"] + ood
                 + ["mean OOD", "test (in-domain, after adapting)", "seeds"], rows)]
     if comparisons:
