@@ -178,7 +178,7 @@ sigmoid_dir=$workdir/sigmoid
 if [ "$study" = full ] && [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   log "full study: prune, then retrain (conf/retrain.yaml)"
   test_sets=$(python -m neurosel.bin.layout test-sets "$data/fbank")
-  steps/retrain.sh $opts --device "$device" --cmd "$train_cmd" --config "$conf/retrain.yaml" \
+  steps/retrain.sh $opts --device "$device" --cmd "$train_cmd" --nj "$nj" --config "$conf/retrain.yaml" \
     --test-sets "$test_sets" --decode-config "$exp/decode/baseline/decode.yaml" \
     "$exp/baseline/model.pt" "$exp/prune" "$data/fbank" "$data/lang" "$exp/retrain"
   if [ "$train_config" != train_sigmoid ] && [ -f "$conf/train_sigmoid.yaml" ]; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prune, then retrain (issue 16 part 1; opt-in, not in the default run): fine-tune the pruned
 # systems of <prune-dir> named by the config, and the unpruned control baseline_ft, on train with
-# the same steps, data order and learning rate (chosen on dev) -> <retrain-dir>/<system>/model.pt;
+# the same steps, data order and learning rate (chosen on dev), once per retraining seed
+# -> <retrain-dir>/<system>.s<k>/model.pt (the rate's search first, then --nj jobs side by side);
 # then decode each with the baseline's tuned decode config into <decode-root>/<system>/<set>/.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ config=
 overlay=
 overrides=
 cmd=utils/run.pl
+nj=2
 test_sets=
 decode_config=
 decode_root=
@@ -23,6 +25,7 @@ Options:
   --overlay <yaml>        overlay config (section 'retrain')
   --overrides 'k=v ..'    config overrides
   --cmd <launcher>        job launcher
+  --nj <n>                fine-tuning jobs side by side (one thread each), after the rate's search
   --test-sets <a,b,..>    sets to decode every system on (empty: fine-tune only)
   --decode-config <yaml>  the baseline's tuned decode.yaml (needed with --test-sets)
   --decode-root <dir>     where <system>/<set>/ decodes go (default: <retrain-dir>/../decode)
@@ -36,8 +39,10 @@ decode_root=${decode_root:-$(dirname "$dir")/decode}
 . steps/common.sh
 stage_opts=$(config_opts)
 if ! up_to_date python -m neurosel.bin.retrain status $stage_opts "$model" "$prune" "$fbank" "$lang" "$dir"; then
-  run_step "$cmd" "$dir/log/retrain.log" \
-    python -m neurosel.bin.retrain run $stage_opts "$model" "$prune" "$fbank" "$lang" "$dir"
+  run_step "$cmd" "$dir/log/lr.log" \
+    python -m neurosel.bin.retrain lr $stage_opts "$model" "$prune" "$fbank" "$lang" "$dir"
+  run_step "$cmd JOB=1:$nj" "$dir/log/retrain.JOB.log" \
+    python -m neurosel.bin.retrain run $stage_opts --job JOB --num-jobs "$nj" "$model" "$prune" "$fbank" "$lang" "$dir"
 fi
 [ -n "$test_sets" ] || exit 0
 # one line per model: <folder>:<sets> (a model pruned for condition c: ood_<c> and test)

@@ -225,28 +225,29 @@ def test_report_rows_and_table_from_hand_made_decodes(tmp_path):
 
 def test_retraining_keeps_one_model_per_condition(tiny_speech, tmp_path, capsys):  # noqa: F811
     """``conf/retrain.yaml`` can name the condprune_* systems: each condition's model is fine-tuned
-    like every other system into ``<id>_retrain/adapted_<c>/`` and decoded on ``ood_<c>`` and test."""
+    like every other system into ``<id>_retrain.s<k>/adapted_<c>/`` and decoded on ``ood_<c>`` and test."""
     baseline, prune, lang = corpus_layout(tiny_speech, tmp_path)
     for sid in ("condprune_hyper_hypo", "condprune_random.s1"):
         for c in CONDITIONS:
             (prune / sid / layout.adapted_name(c)).mkdir(parents=True)
             shutil.copy(prune / "prune_hyper_hypo" / "model.pt", prune / sid / layout.adapted_name(c) / "model.pt")
     conf = tmp_path / "retrain.yaml"
-    conf.write_text("steps: 2\nmax_duration: 6.0\nlr_grid: [1.0e-3]\n"
+    conf.write_text("steps: 2\nmax_duration: 6.0\nlr_grid: [1.0e-3]\nseeds: [0]\n"
                     "systems: [condprune_hyper_hypo, condprune_random]\n")
     args = ["--config", str(conf), str(baseline), str(prune), str(tiny_speech.fbank_dir), str(lang),
             str(tmp_path / "retrain")]
     assert retrain.main(args) == 0 and retrain.main(["status", *args]) == UP_TO_DATE
     out = tmp_path / "retrain"
-    lr = json.loads((out / "lr.json").read_text())
-    for sid in ("condprune_hyper_hypo_retrain", "condprune_random_retrain.s1"):
+    lr = json.loads((layout.retrain_lr_dir(out) / "lr.json").read_text())
+    for sid, pruned in (("condprune_hyper_hypo_retrain.s0", "condprune_hyper_hypo"),
+                        ("condprune_random_retrain.s0", "condprune_random.s1")):
         for c in CONDITIONS:
             info = json.loads((out / sid / layout.adapted_name(c) / "retrain.json").read_text())
             assert (info["steps"], info["lr"], info["plan_sha256"]) == (2, lr["chosen"], lr["plan_sha256"])
-            assert info["from"].endswith(f"{sid.replace('_retrain', '')}/{layout.adapted_name(c)}/model.pt")
+            assert info["from"].endswith(f"{pruned}/{layout.adapted_name(c)}/model.pt")
     capsys.readouterr()
     assert retrain.main(["systems", "--sets", "test,ood_a,ood_b", *args]) == 0
     assert capsys.readouterr().out.split() == [
-        "baseline_ft:test,ood_a,ood_b", "condprune_hyper_hypo_retrain/adapted_a:test,ood_a",
-        "condprune_hyper_hypo_retrain/adapted_b:test,ood_b", "condprune_random_retrain.s1/adapted_a:test,ood_a",
-        "condprune_random_retrain.s1/adapted_b:test,ood_b"]
+        "baseline_ft.s0:test,ood_a,ood_b", "condprune_hyper_hypo_retrain.s0/adapted_a:test,ood_a",
+        "condprune_hyper_hypo_retrain.s0/adapted_b:test,ood_b", "condprune_random_retrain.s0/adapted_a:test,ood_a",
+        "condprune_random_retrain.s0/adapted_b:test,ood_b"]

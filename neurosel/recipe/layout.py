@@ -207,8 +207,15 @@ def retrain_dir(exp_dir: str | Path) -> Path:
 
 
 def retrained(system: str) -> str:
-    """``<system>_retrain``: a pruned system fine-tuned after removal."""
+    """``<system>_retrain``: a pruned system fine-tuned after removal (its ids carry the
+    retraining seed: ``<system>_retrain.s<k>``, ``baseline_ft.s<k>``)."""
     return f"{system}_retrain"
+
+
+def retrain_lr_dir(retrain_dir: str | Path) -> Path:
+    """``<retrain>/lr``: the retraining's learning-rate search on dev (``lr.json``, its marker and
+    the search's best fine-tuned baseline, which is ``baseline_ft`` of the first seed)."""
+    return Path(retrain_dir) / "lr"
 
 
 CONDITION_PRUNED = "condprune_"

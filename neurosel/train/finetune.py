@@ -27,14 +27,16 @@ from neurosel.train.loop import ctc_loss_sum, train_step
 @dataclass
 class FinetuneConfig:
     """``conf/retrain.yaml``: ``steps`` updates on batches of ``max_duration`` seconds of
-    in-domain ``train`` in the order of ``seed``; the learning rate is the one of ``lr_grid``
-    with the lowest dev loss after fine-tuning the unpruned baseline. ``feature_warp``: the
-    training batches' perturbation (stage 3's is in ``conf/train.yaml``); its draws follow the torch
-    seed, reset to ``seed`` before each system, so every system sees the same perturbed batches."""
+    in-domain ``train``, once per retraining seed of ``seeds`` (seed k: the data order of
+    ``batch_plan(.., k, ..)`` and torch seed k); the learning rate is the one of ``lr_grid`` with
+    the lowest dev loss after fine-tuning the unpruned baseline with the first seed.
+    ``feature_warp``: the training batches' perturbation (stage 3's is in ``conf/train.yaml``);
+    its draws follow the torch seed, reset to the seed before each system, so every system of a
+    seed sees the same perturbed batches."""
 
     steps: int = 256
     max_duration: float = 50.0
-    seed: int = 0
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     lr_grid: list[float] = field(default_factory=lambda: [1.0e-4, 3.0e-4, 1.0e-3])
     grad_clip: float = 5.0
     systems: list[str] = field(default_factory=lambda: ["prune_hyper_hypo", "prune_random"])
@@ -46,6 +48,8 @@ class FinetuneConfig:
             raise ValueError("steps must be >= 1 and max_duration > 0")
         if not self.lr_grid or any(lr <= 0 for lr in self.lr_grid):
             raise ValueError("lr_grid needs at least one positive learning rate")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
+            raise ValueError("seeds needs at least one seed, distinct and >= 0")
 
 
 def batch_plan(cuts: CutSet, max_duration: float, seed: int, steps: int) -> list[list[str]]:
