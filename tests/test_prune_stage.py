@@ -142,3 +142,39 @@ def test_a_fully_selected_layer_keeps_one_neuron(saliency_run, tmp_path):  # noq
 def test_status_skips_when_up_to_date(saliency_run, prune_dir):  # noqa: F811
     assert prune_cli.main(cli_args(saliency_run, prune_dir, "status")) == 0
     assert prune_cli.main(cli_args(saliency_run, prune_dir, "status", "--set", "random_seeds=[4]")) == STALE
+
+
+def test_the_size_sweep_removes_each_share_and_random_of_its_counts(saliency_run, tmp_path):  # noqa: F811
+    """sweep_hyper_hypo_<p>: the top and bottom p% of each layer by on-rate; sweep_random_<p>: as
+    many random neurons per layer; the threshold point: on-rates past the fixed limits (here set
+    so that they select some); every sweep point is decoded on dev first, the rest as usual."""
+    from neurosel.recipe.prune_stage import decode_sets, select_neurons
+
+    table = read_neurons_tsv(saliency_run.out / "pooled" / "neurons.tsv")
+    cfg = PruneStageConfig(sweep_percents=[5, 20], sweep_threshold=True, sweep_thresholds=[0.6, 0.3])
+    plans = {p.name: p for p in plan_systems(cfg, list(table.scores))}
+    assert [n for n in plans if n.startswith("sweep_")] == [
+        "sweep_hyper_hypo_5", "sweep_random_5.s1", "sweep_hyper_hypo_20", "sweep_random_20.s1",
+        "sweep_hyper_hypo_thr", "sweep_random_thr.s1"]
+    model, _ = load_model(saliency_run.model)
+    on_rate = table.by_layer(table.on_rate)
+    for p in (5, 20):
+        remove, _ = select_neurons(plans[f"sweep_hyper_hypo_{p}"], table, model)
+        for layer, rates in enumerate(on_rate):
+            k = round(p / 100 * len(rates))
+            order = sorted(range(len(rates)), key=lambda j: (rates[j], j))
+            expected = set(order[:k]) | set(order[len(rates) - k:])
+            assert set(remove[layer].tolist()) == expected and len(expected) == 2 * k > 0
+        rnd, _ = select_neurons(plans[f"sweep_random_{p}.s1"], table, model)
+        assert [v.numel() for v in rnd.values()] == [v.numel() for v in remove.values()]
+        assert any(set(rnd[i].tolist()) != set(remove[i].tolist()) for i in rnd)
+    thr, _ = select_neurons(plans["sweep_hyper_hypo_thr"], table, model)
+    assert {layer: set(v.tolist()) for layer, v in thr.items()} == {
+        layer: {j for j, r in enumerate(rates) if r >= 0.6 or r <= 0.3} for layer, rates in enumerate(on_rate)}
+    assert sum(v.numel() for v in thr.values()) > 0
+    assert decode_sets(plans["sweep_random_5.s1"], ["test", "ood_a"]) == ["dev", "test", "ood_a"]
+    assert decode_sets(plans["prune_hyper_hypo"], ["test", "ood_a"]) == ["test", "ood_a"]
+    with pytest.raises(ValueError, match="whole percentages"):
+        PruneStageConfig(sweep_percents=[2.5])
+    # the sweep only adds systems: the markers of the others do not change
+    assert PruneStageConfig().build_settings() == cfg.build_settings()

@@ -27,6 +27,13 @@ score (``shift_score``; ``neurosel.recipe.adapt_shift``), both whatever ``pseudo
 with its system's phases and, under ``lr_search: fixed``, its system's rates unless ``rates``
 names the variant. Not for the oracle (true transcripts) or ``adapt_entropy`` (no labels).
 
+Neuron-share variants (issue 16 part 3; ``neuron_share``): ``<system>_n<PP>`` for a system that
+moves selected neurons (``adapt_selective``, ``adapt_selective_full``, ``adapt_random_full``)
+selects the top and bottom PP% of each FC layer by on-rate in its reference ``neurons.tsv``
+instead of that table's own classes (the recipe's 5%): the selection size as a sweep, chosen by
+the held-out pseudo-label loss after adaptation (stage 8). Same phases, budget and (under
+``lr_search: fixed``) rates as the system.
+
 A neuron phase with no neuron to move (no hyper/hypo neuron found) is skipped and recorded as
 such; a following phase then gets the whole budget and the seed of a first phase, so
 ``adapt_selective_full`` and ``adapt_random_full`` without hyper/hypo neurons are exactly
@@ -97,6 +104,8 @@ DEFAULT_SYSTEMS = [s for s in SYSTEMS if s != "adapt_entropy"]
 ORACLE = "adapt_oracle"  # the one system trained on true transcripts
 _VARIANT = re.compile(r"^(?P<system>adapt_[a-z_]+?)_(?P<by>conf|shift)(?P<percent>[1-9][0-9]?)$")
 SELECTION_BY = {"conf": "confidence", "shift": "shift"}
+_NEURON_VARIANT = re.compile(r"^(?P<system>adapt_[a-z_]+?)_n(?P<percent>[1-9][0-9]?)$")
+NEURON_SYSTEMS = ("adapt_selective", "adapt_selective_full", "adapt_random_full")  # they move selected neurons
 
 
 @dataclass(frozen=True)
@@ -117,15 +126,23 @@ def selection_variant(name: str) -> SelectionVariant | None:
     return SelectionVariant(m["system"], SELECTION_BY[m["by"]], int(m["percent"]) / 100)  # type: ignore[arg-type]
 
 
+def neuron_share(name: str) -> tuple[str, float] | None:
+    """(system, percent per class and layer) of a neuron-share variant ``<system>_n<PP>``, or None."""
+    m = _NEURON_VARIANT.match(name)
+    if m is None or m["system"] not in NEURON_SYSTEMS:
+        return None
+    return m["system"], float(m["percent"])
+
+
 def base_system(name: str) -> str:
     """The system of ``SYSTEMS`` whose phases ``name`` runs (itself, or a variant's system)."""
-    variant = selection_variant(name)
-    return variant.system if variant is not None else name
+    variant, share = selection_variant(name), neuron_share(name)
+    return variant.system if variant is not None else share[0] if share is not None else name
 
 
 def known_system(name: str) -> bool:
-    """A system of ``SYSTEMS`` or a selection variant of one."""
-    return name in SYSTEMS or selection_variant(name) is not None
+    """A system of ``SYSTEMS`` or a selection or neuron-share variant of one."""
+    return name in SYSTEMS or selection_variant(name) is not None or neuron_share(name) is not None
 
 
 @dataclass
@@ -160,8 +177,9 @@ class AdaptConfig:
     def __post_init__(self) -> None:
         unknown = [s for s in self.systems + self.pooled_systems if not known_system(s)]
         if unknown:
-            raise ValueError(f"unknown system '{unknown[0]}' (known: {', '.join(SYSTEMS)}, and their selection "
-                             "variants <system>_conf<NN> and <system>_shift<NN>)")
+            raise ValueError(f"unknown system '{unknown[0]}' (known: {', '.join(SYSTEMS)}, their selection "
+                             "variants <system>_conf<NN> and <system>_shift<NN>, and the neuron-share variants "
+                             f"<system>_n<PP> of {', '.join(NEURON_SYSTEMS)})")
         if ORACLE in self.pooled_systems:
             raise ValueError(f"{ORACLE} cannot be pooled")
         if self.steps < 1 or self.num_seeds < 1 or self.max_duration <= 0:

@@ -49,18 +49,18 @@ from neurosel.io import write_json
 from neurosel.model import load_model, save_model
 from neurosel.recipe import layout
 from neurosel.recipe.adapt_shift import read_scores
-from neurosel.recipe.adapt_systems import ORACLE, AdaptConfig, AdaptData, adapt_system, base_system
+from neurosel.recipe.adapt_systems import (NEURON_SYSTEMS, ORACLE, AdaptConfig, AdaptData, adapt_system, base_system,
+                                           neuron_share)
 from neurosel.recipe.layout import POOLED
 from neurosel.recipe.neuron_table import read_neurons_tsv
 from neurosel.recipe.pseudo_labels import (PseudoCtcDataset, merge_pseudo_labels, pseudo_label_report,
                                            read_pseudo_labels, select_pseudo_labels)
-from neurosel.saliency.classify import neurons_of
+from neurosel.saliency.classify import ClassifyConfig, neurons_of
 from neurosel.stage import run_once
 from neurosel.data.batches import load_bpe, load_cmvn, make_sampler
 
 log = logging.getLogger("neurosel.adapt")
 
-NEURON_SYSTEMS = ("adapt_selective", "adapt_selective_full", "adapt_random_full")
 
 
 @dataclass(frozen=True)
@@ -125,9 +125,14 @@ def saliency_reference(unit: Unit, cfg: AdaptConfig) -> str:
     return POOLED if unit.condition == POOLED else layout.adapt_set(unit.condition)
 
 
-def load_neurons(path: Path, widths: list[int], classes: list[str]) -> dict[int, torch.Tensor]:
-    """The neurons of ``classes`` per FC layer from a ``neurons.tsv`` that must match ``widths``."""
-    layer_classes = read_neurons_tsv(path).layer_classes()
+def load_neurons(path: Path, widths: list[int], classes: list[str],
+                 percent: float | None = None) -> dict[int, torch.Tensor]:
+    """The neurons of ``classes`` per FC layer from a ``neurons.tsv`` that must match ``widths``:
+    the table's own classes, or with ``percent`` the top and bottom ``percent`` % of each layer by
+    the table's on-rate (a neuron-share variant)."""
+    table = read_neurons_tsv(path)
+    layer_classes = table.layer_classes() if percent is None else table.classes_by(
+        ClassifyConfig(mode="percentile", percent=percent, percentile_by="on_rate", scope="layer"))
     if [len(c) for c in layer_classes] != widths:
         raise NeuroselError(f"{path}: layer widths {[len(c) for c in layer_classes]} do not match "
                             f"the model's FC widths {widths}")
@@ -294,7 +299,8 @@ def unit_data(unit: Unit, paths: StagePaths, cfg: AdaptConfig, conditions: list[
     if base_system(unit.system) in NEURON_SYSTEMS:
         tsv = paths.saliency / saliency_reference(unit, cfg) / "neurons.tsv"
         widths = [model.get_submodule(name).out_features for name in spec.linears]
-        neurons = load_neurons(tsv, widths, cfg.neuron_classes)
+        share = neuron_share(unit.system)
+        neurons = load_neurons(tsv, widths, cfg.neuron_classes, None if share is None else share[1])
         log.info("%s: %d neurons selected from %s (per layer %s)", unit.name,
                  sum(int(v.numel()) for v in neurons.values()), tsv,
                  {str(k): int(v.numel()) for k, v in neurons.items()})

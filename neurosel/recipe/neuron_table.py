@@ -19,7 +19,7 @@ from torch import Tensor
 
 from neurosel.errors import NeuroselError
 from neurosel.io import write_text
-from neurosel.saliency.classify import CLASSES
+from neurosel.saliency.classify import CLASSES, ClassifyConfig, classify_values
 from neurosel.saliency.stats import NeuronStats
 
 FIXED_COLUMNS = ("layer", "neuron", "class", "on_rate", "mean_act", "entropy")
@@ -45,6 +45,12 @@ class NeuronTable:
     def layer_classes(self) -> list[np.ndarray]:
         """Per layer the class array, as ``classify`` returns it."""
         return self.by_layer(self.classes)
+
+    def classes_by(self, rule: ClassifyConfig) -> list[np.ndarray]:
+        """Per layer the class array that ``rule`` gives on this table's on-rates and mean
+        activations (another share or the fixed thresholds instead of the table's own classes)."""
+        as_tensors = lambda col: [torch.from_numpy(v.copy()) for v in self.by_layer(col)]  # noqa: E731
+        return classify_values(as_tensors(self.on_rate), as_tensors(self.mean_act), rule)
 
     def criterion_scores(self) -> dict[str, list[Tensor]]:
         """Per criterion the per-layer float64 score tensors, as ``score_all`` returns them (the

@@ -12,6 +12,13 @@ takes ``pooled`` (OOD adaptation audio, no transcripts) if it has any hyper/hypo
 - ``curve_<order>_<pct>[.s<seed>]``: ``pct`` % of every FC layer removed, most extreme on-rate
   first (order ``hyper_hypo``: largest |on_rate - 0.5|), at random, or smallest incoming weight
   norm first (``magnitude``);
+- ``sweep_hyper_hypo_<p>`` and ``sweep_random_<p>.s<seed>`` (opt-in, ``sweep_percents``): the selection
+  size as a sweep (issue 16 part 3): the top and bottom ``p`` % of each layer by the reference
+  set's on-rate (the recipe's percentile rule at another share), and random neurons of the same
+  per-layer counts (the first of ``random_seeds``); ``sweep_hyper_hypo_thr`` and
+  ``sweep_random_thr.s<seed>`` (``sweep_threshold``) the fixed on-rate thresholds
+  ``sweep_thresholds`` instead. They are decoded on ``dev`` too, so that the report can choose
+  the size on dev WER (no test data);
 - ``condprune_<selection>[.s<seed>]`` (opt-in, ``per_condition``): removal as unsupervised
   adaptation. For each OOD condition ``c`` the selection is made on ``ood_adapt_<c>``'s own
   ``neurons.tsv`` (unlabelled audio: stage 5 reads no transcript) by the same rule and per-layer
@@ -53,7 +60,7 @@ from neurosel.model import load_model, save_model
 from neurosel.prune.remove import remove_neurons
 from neurosel.recipe import layout
 from neurosel.recipe.neuron_table import NeuronTable, read_neurons_tsv
-from neurosel.saliency.classify import neurons_of
+from neurosel.saliency.classify import ClassifyConfig, neurons_of
 from neurosel.saliency.compare import select_lowest
 from neurosel.saliency.criteria import magnitude_scores, random_scores
 
@@ -64,7 +71,8 @@ CLASS_SELECTIONS = {"hyper": ("hyper",), "hypo": ("hypo",), "hyper_hypo": ("hype
 CURVE_ORDERS = ("hyper_hypo", "random", "magnitude")
 # PruneStageConfig keys that only choose which systems the stage builds
 SYSTEM_CHOICE = ("random_seeds", "criteria", "nofold", "curve_fractions", "curve_orders", "curve_seeds",
-                 "per_condition")
+                 "per_condition", "sweep_percents", "sweep_threshold", "sweep_thresholds")
+SWEEP_SELECTIONS = ("hyper_hypo", "random")
 
 
 @dataclass
@@ -79,7 +87,9 @@ class PruneStageConfig:
     (by id) of ``speed_set``, median of ``speed_repeats`` runs. ``per_condition``: the selections
     (``hyper``, ``hypo``, ``hyper_hypo``, ``random`` with each of ``random_seeds``, or a criterion)
     also made from each condition's own ``ood_adapt_<c>`` statistics, the ``condprune_*`` systems
-    (default none: not in the default run).
+    (default none: not in the default run). ``sweep_percents`` (whole percentages per class and
+    layer) and ``sweep_threshold`` (the on-rate limits ``sweep_thresholds``: hyper, hypo): the
+    ``sweep_*`` systems (default none).
     """
 
     reference_set: str = "auto"
@@ -95,8 +105,17 @@ class PruneStageConfig:
     speed_repeats: int = 5
     max_duration: float = INFERENCE_BATCH_SECONDS
     per_condition: list[str] = field(default_factory=list)
+    sweep_percents: list[float] = field(default_factory=list)
+    sweep_threshold: bool = False
+    sweep_thresholds: list[float] = field(default_factory=lambda: [0.95, 0.05])
 
     def __post_init__(self) -> None:
+        if any(not (0 < p < 50 and float(p).is_integer()) for p in self.sweep_percents) \
+                or len(set(self.sweep_percents)) != len(self.sweep_percents):
+            raise ValueError(f"sweep_percents must be distinct whole percentages in (0, 50), got {self.sweep_percents}")
+        if len(self.sweep_thresholds) != 2 or not 0 <= self.sweep_thresholds[1] < self.sweep_thresholds[0] <= 1:
+            raise ValueError("sweep_thresholds is [hyper on-rate limit, hypo on-rate limit] with 0 <= hypo < hyper <= 1, "
+                             f"got {self.sweep_thresholds}")
         if not self.random_seeds or not self.curve_seeds:
             raise ValueError("random_seeds and curve_seeds need at least one seed")
         bad = [f for f in self.curve_fractions if not 0.0 < f < 1.0]
@@ -119,9 +138,10 @@ class PruneStageConfig:
 @dataclass(frozen=True)
 class SystemPlan:
     """One pruned system: its id ``name``; ``selection`` is a class selection (``hyper``,
-    ``hypo``, ``hyper_hypo``), ``random``, a criterion name, or ``curve:<order>``; ``condition``:
-    the OOD condition whose ``ood_adapt_<c>`` statistics select the neurons (None: stage 6's one
-    reference set)."""
+    ``hypo``, ``hyper_hypo``), ``random``, a criterion name, ``curve:<order>``, or
+    ``sweep:<hyper_hypo|random>`` (``fraction``: the share per class and layer, or ``thresholds``:
+    the on-rate limits); ``condition``: the OOD condition whose ``ood_adapt_<c>`` statistics select
+    the neurons (None: stage 6's one reference set)."""
 
     name: str
     selection: str
@@ -129,6 +149,7 @@ class SystemPlan:
     seed: int | None = None
     fraction: float | None = None
     condition: str | None = None
+    thresholds: tuple[float, float] | None = None
 
     @property
     def folder(self) -> str:
@@ -139,16 +160,19 @@ class SystemPlan:
     def hashed(self) -> dict:
         """The plan for its marker; ``condition`` only when set, so that the markers of the
         systems made before it existed stay valid."""
-        return C.hashed(self, "condition")
+        return C.hashed(self, "condition", "thresholds")
 
 
 def decode_sets(plan: SystemPlan, sets: list[str]) -> list[str]:
     """The sets a pruned system is decoded on: all of ``sets``, except for a point of the pruning
     curve, which is plotted over the OOD sets only and so is decoded on the ``ood_*`` ones (all of
     ``sets`` when there are none), and for a model of condition ``c``, which is decoded on
-    ``ood_<c>`` and in-domain ``test`` (those of ``sets``), as stage 7's adapted models are."""
+    ``ood_<c>`` and in-domain ``test`` (those of ``sets``), as stage 7's adapted models are, and for
+    a point of the size sweep, which is decoded on ``dev`` first (its size is chosen on dev WER)."""
     if plan.condition is not None:
         return layout.condition_sets(plan.condition, sets)
+    if plan.selection.startswith("sweep:"):
+        return [layout.DEV] + [s for s in sets if s != layout.DEV]
     ood = [s for s in sets if layout.is_ood_set(s)]
     return ood if plan.selection.startswith("curve:") and ood else list(sets)
 
@@ -181,6 +205,14 @@ def plan_systems(cfg: PruneStageConfig, table_criteria: list[str],
             seeds = cfg.curve_seeds if order == "random" else [None]
             plans += [SystemPlan(layout.system_id(name, s), f"curve:{order}", True, s, f)
                       for s in seeds]
+    points = [(f"{round(p)}", p / 100, None) for p in cfg.sweep_percents]
+    if cfg.sweep_threshold:
+        points.append(("thr", None, (float(cfg.sweep_thresholds[0]), float(cfg.sweep_thresholds[1]))))
+    for tag, fraction, thresholds in points:
+        for sel in SWEEP_SELECTIONS:
+            seed = cfg.random_seeds[0] if sel == "random" else None
+            plans.append(SystemPlan(layout.system_id(f"sweep_{sel}_{tag}", seed), f"sweep:{sel}", True, seed,
+                                    fraction, thresholds=thresholds))
     for sel in cfg.per_condition:
         name = layout.condition_pruned(sel)
         for seed in cfg.random_seeds if sel == "random" else [None]:
@@ -240,6 +272,14 @@ def select_neurons(plan: SystemPlan, table: NeuronTable, model: nn.Module) -> tu
     if plan.selection in CLASS_SELECTIONS:
         remove = neurons_of(table.layer_classes(), CLASS_SELECTIONS[plan.selection])
         _leave_one(remove, on_rate, widths, notes)
+    elif plan.selection.startswith("sweep:"):
+        rule = (ClassifyConfig(mode="percentile", percent=100 * plan.fraction, percentile_by="on_rate", scope="layer")
+                if plan.thresholds is None else
+                ClassifyConfig(mode="threshold", hyper_on_rate=plan.thresholds[0], hypo_on_rate=plan.thresholds[1]))
+        remove = neurons_of(table.classes_by(rule), CLASS_SELECTIONS["hyper_hypo"])
+        _leave_one(remove, on_rate, widths, notes)
+        if plan.selection == "sweep:random":
+            remove = select_lowest(random_scores(widths, plan.seed or 0), [remove[i].numel() for i in range(len(widths))])
     elif plan.selection == "random":
         remove = select_lowest(random_scores(widths, plan.seed or 0), counts)
     elif plan.selection.startswith("curve:"):

@@ -25,6 +25,9 @@ from neurosel.report.plots import plot_adaptation_losses, plot_pruning_curve, pl
 from neurosel.report.results import Comparison, paper_comparisons, results_json
 from neurosel.report.selection_section import HEADING as SELECTION_HEADING, KEY as SELECTION_KEY
 from neurosel.report.selection_section import selection_comparisons, selection_section
+from neurosel.report.size_sweep import HEADING as SIZE_HEADING, KEY as SIZE_KEY
+from neurosel.report.size_sweep import plot_size_sweep, size_comparisons, size_sweep_section
+from neurosel.report.size_sweep import selection_rules as size_rules
 from neurosel.report.shift_section import shift_section
 
 
@@ -212,11 +215,12 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
     for f in sorted(layout.prune_dir(exp).glob("*/prune.json")):
         prune_info[layout.parse_system_id(f.parent.name)[0]] = json.loads(f.read_text())
     selection = selection_comparisons(systems)
-    comparisons = paper_comparisons(systems, summary) + selection
+    sizes = size_comparisons(systems, summary, layout.adapt_dir(exp))
+    comparisons = paper_comparisons(systems, summary) + selection + sizes
     doc["comparisons"] = [{"name": c.name, "key": c.key, "a": c.system_a, "b": c.system_b, "test_sets": c.test_sets,
                            **{k: float(v) for k, v in vars(c.result).items()}} for c in comparisons]
     doc["activation"] = activation_of(exp)
-    doc["selection"] = selection_rules(exp, prune_info)
+    doc["selection"] = selection_rules(exp, prune_info) | size_rules(summary, layout.adapt_dir(exp))
     doc["claim1"] = claim1_overlap(layout.saliency_dir(exp))
     rows = claim_rows(doc, doc["activation"])
     for name, other in read_others(others).items():
@@ -237,10 +241,12 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
         figures.append(("Mean OOD WER against the share of FC neurons removed", "pruning_curve.png"))
     if plot_adaptation_losses(plots / "adaptation_losses.png", layout.adapt_dir(exp)):
         figures.append(("Pseudo-label loss during adaptation", "adaptation_losses.png"))
+    if plot_size_sweep(plots / "size_sweep.png", summary, ood, layout.adapt_dir(exp)):
+        figures.append(("WER against the selection size (pruning and selective adaptation)", "size_sweep.png"))
 
 
     forgetting = [c for c in comparisons if c.key.startswith("forget_")]
-    on_ood = [c for c in comparisons if not c.key.startswith(("forget_", SELECTION_KEY))]
+    on_ood = [c for c in comparisons if not c.key.startswith(("forget_", SELECTION_KEY, SIZE_KEY))]
     shift_md, shift_figures = shift_section(layout.shift_dir(exp), plots)
     figures += shift_figures
     findings = verdicts(summary, comparisons, ood, prune_info, layout.saliency_dir(exp))
@@ -277,6 +283,8 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
           table(["condition", "pseudo-label WER"], pseudo) if pseudo else "No adaptation sets decoded.\n",
           adaptation_section(summary, conditions),
           f"## {SELECTION_HEADING}\n", selection_section(summary, selection, conditions, layout.adapt_dir(exp)),
+          f"## {SIZE_HEADING}\n",
+          size_sweep_section(summary, sizes, ood, layout.prune_dir(exp), layout.adapt_dir(exp)),
           f"## {FORGETTING_HEADING}\n", forgetting_section(forgetting),
           f"## {BOOTSTRAP_HEADING}\n",
           comparisons_section(on_ood) if on_ood else "Not enough systems for the comparisons.\n",

@@ -22,6 +22,8 @@ WITH_RETRAINING = "removal, then retraining"
 SELECTIVE = "selective adaptation"
 PER_CONDITION = "removal as unsupervised adaptation (per condition)"
 PER_CONDITION_RETRAINED = "removal as unsupervised adaptation, then retraining (per condition)"
+SIZE_ON_DEV = WITHOUT_RETRAINING + ", size chosen on dev"
+SIZE_ON_HELDOUT = SELECTIVE + ", size chosen on held-out loss"
 
 CLAIM1_HEADING = "Claim 1: do pruning criteria select hyper and hypo neurons?"
 CLAIM2_HEADING = "Claim 2: removing hyper and hypo neurons"
@@ -30,6 +32,7 @@ FORGETTING_HEADING = "Forgetting: in-domain test after adapting"
 RETRAIN_HEADING = "Claim 2 with retraining: prune, then fine-tune"
 CONDITION_PRUNE_HEADING = "Removal as unsupervised adaptation: neurons chosen per condition"
 BOOTSTRAP_HEADING = "Paired bootstrap tests (utterances of every OOD test set)"
+SIZE_HEADING = "Selection size: a sweep, and the size chosen without test data"  # neurosel.report.size_sweep
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,14 @@ OPTIONAL = (  # reported when the run has them, never as "not run"
     Expected("2 (control)", PER_CONDITION_RETRAINED, "condition_pruning", "condprune_retrain_vs_random",
              "hyper+hypo of each condition removed+retrained vs random removed+retrained per condition",
              CONDITION_PRUNE_HEADING),
+    Expected("2", SIZE_ON_DEV, "sweep_pruning", "sweep_prune_vs_baseline", "hyper+hypo removed vs baseline",
+             SIZE_HEADING),
+    Expected("2 (control)", SIZE_ON_DEV, "sweep_pruning", "sweep_prune_vs_random",
+             "hyper+hypo removed vs random removed", SIZE_HEADING),
+    Expected("3", SIZE_ON_HELDOUT, "sweep_adaptation", "sweep_adapt_vs_all", "selective+full vs adapt_all",
+             SIZE_HEADING),
+    Expected("3 (control)", SIZE_ON_HELDOUT, "sweep_adaptation", "sweep_adapt_vs_random",
+             "selective+full vs random neurons+full", SIZE_HEADING),
 )
 
 

@@ -16,7 +16,7 @@ from neurosel.recipe import layout
 _CURVE = re.compile(r"^curve_(?P<order>.+)_(?P<pct>\d+)$")
 
 
-def _save(fig: Figure, path: Path) -> None:
+def save_figure(fig: Figure, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
 
@@ -38,7 +38,7 @@ def plot_wer_bars(path: Path, summary: dict, systems: list[str], sets: list[str]
     ax.set_ylabel("WER (%)")
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)
-    _save(fig, path)
+    save_figure(fig, path)
     return True
 
 
@@ -66,7 +66,7 @@ def plot_pruning_curve(path: Path, summary: dict, sets: list[str]) -> bool:
     ax.set_ylabel(f"mean WER over {', '.join(sets)} (%)" if len(sets) < 3 else "mean OOD WER (%)")
     ax.legend()
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
     return True
 
 
@@ -93,5 +93,5 @@ def plot_adaptation_losses(path: Path, adapt_root: Path) -> bool:
         ax.set_xlabel("step")
         ax.set_ylabel("pseudo-label CTC loss")
     axes[0].legend(fontsize=6)
-    _save(fig, path)
+    save_figure(fig, path)
     return True
