@@ -57,6 +57,10 @@ def test_tiny_recipe_end_to_end(recipe) -> None:
         assert set(doc["systems"][system]) >= set(doc["test_sets"])
     # the pruning curve's points, plotted over the OOD sets, are decoded on those only
     assert set(doc["systems"]["curve_hyper_hypo_30"]) == {t for t in doc["test_sets"] if t.startswith("ood_")}
+    # the size sweep's point is decoded on dev too (its size is chosen on dev WER) and reported
+    assert set(doc["systems"]["sweep_hyper_hypo_10"]) == {"dev", *doc["test_sets"]}
+    assert doc["selection"]["sweep_pruning"].startswith("10%/class/layer")
+    assert "| sweep_random_10 | 10% |" in (exp / "RESULTS.md").read_text()
     # stage 7: every adaptation system, per condition, on its OOD test set and in-domain test
     for system in ("adapt_all", "adapt_fc", "adapt_conv", "adapt_last", "adapt_selective",
                    "adapt_selective_full", "adapt_random_full", "adapt_lhuc", "adapt_oracle"):
@@ -91,21 +95,35 @@ def test_tiny_recipe_end_to_end(recipe) -> None:
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_full_study_on_the_tiny_recipe(recipe, tmp_path) -> None:
-    """--study full on a finished tiny run (a copy, so that the session's run stays as it is): the
-    study's and the tiny overlay, then prune-then-retrain and the sigmoid model, and the dashboard
-    gets verdicts for the retraining rows of both activations. The tiny sigmoid model (120 steps)
-    decodes nothing (100% deletions): its stage 7 is skipped as weak and says so. (Markers name their
-    inputs by path, so the copy redoes its stages; that the overlay leaves the default run's markers
-    unchanged is tested in test_condition_prune.py and test_adapt_shift_select.py.)"""
+    """--study full on a finished tiny run: the study's and the tiny overlay, then prune-then-retrain
+    and the sigmoid model, and the dashboard gets verdicts for the retraining rows of both
+    activations. The tiny sigmoid model (120 steps) decodes nothing (100% deletions): its stage 7
+    is skipped as weak and says so. The session's run moves aside and a copy takes its place (as in
+    test_resume_matrix.py), so that the paths its markers name stay the same: the default run's
+    adaptation units stay up to date under the study's overlay, and only what the study adds runs."""
     workdir, first = recipe
     assert first.returncode == 0
-    copy = tmp_path / "full"
-    shutil.copytree(workdir, copy, symlinks=True)
+    reference = workdir.with_name(workdir.name + ".before_full_study")
+    os.rename(workdir, reference)
+    try:
+        shutil.copytree(reference, workdir, symlinks=True)
+        check_full_study(workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        os.rename(reference, workdir)  # the session's run is back as it was
+
+
+def check_full_study(copy: Path) -> None:
+    """The full study in ``copy``, a finished tiny run at the path its markers name."""
+    units = sorted((copy / "exp" / "adapt").glob("adapt_*/adapted_*/.done"))
+    marks = {p: p.read_bytes() for p in units}
+    assert marks
     bad = run_recipe(copy, "--study", "nothing", "--stage", "8")
     assert bad.returncode == 1 and "--study nothing needs egs/synth/conf/study_nothing.yaml" in bad.stderr
     full = run_recipe(copy, "--study", "full", "--stage", "7")
     assert full.returncode == 0, full.stderr[-3000:]
     assert "study full" in full.stderr
+    assert {p: p.read_bytes() for p in units} == marks  # the default run's adaptation: not redone
     doc = json.loads((copy / "exp" / "results.json").read_text())
     assert {"baseline_ft", "prune_hyper_hypo_retrain"} <= set(doc["systems"])
     sigmoid = json.loads((copy / "sigmoid" / "exp" / "results.json").read_text())
