@@ -16,7 +16,7 @@ from neurosel.recipe import layout
 from neurosel.config import load_yaml
 from neurosel.report.claims import (BOOTSTRAP_HEADING, CLAIM1_HEADING, CLAIM2_HEADING, CLAIM3_HEADING,
                                     CONDITION_PRUNE_HEADING, DASHBOARD_NOTE, FORGETTING_HEADING, RETRAIN_HEADING,
-                                    claim_rows, dashboard_section, rows_json)
+                                    WEIGHT_CRITERIA, claim_rows, dashboard_section, rows_json)
 from neurosel.report.collect import collect, read_wer
 from neurosel.report.markdown import (adaptation_section, cell, comparisons_section, condition_pruning_section,
                                       criteria_section, is_retrained, mean_wer, pruning_section, retrain_section,
@@ -50,12 +50,9 @@ def environment() -> str:
             f"{platform.machine()} with {os.cpu_count()} cores")
 
 
-WEIGHT_CRITERIA = ("magnitude", "outgoing", "taylor1", "taylor2")
-
-
 def claim1_verdict(saliency_dir: Path, reference: str = "dev") -> list[str]:
-    """Claim 1 in words, from ``<saliency_dir>/<reference>/criteria.json``: how much the weight and
-    gradient based criteria overlap the hyper+hypo set, against random, and which class the
+    """Claim 1 in words, from ``<saliency_dir>/<reference>/criteria.json``: how much the weight,
+    gradient and weight-times-activation criteria (``WEIGHT_CRITERIA``) overlap the hyper+hypo set, against random, and which class the
     activation-based ones pick."""
     path = saliency_dir / reference / "criteria.json"
     if not path.is_file():
@@ -67,9 +64,9 @@ def claim1_verdict(saliency_dir: Path, reference: str = "dev") -> list[str]:
         return []
     low, high = min(j for _, j in weight), max(j for _, j in weight)
     found = "do not find them" if high <= 2 * rows["random"]["jaccard"] else "find part of them"
-    text = (f"Claim 1 (pruning criteria select hyper/hypo neurons), on {reference}: the weight and gradient "
-            f"based criteria ({', '.join(c for c, _ in weight)}) overlap the hyper+hypo set with Jaccard "
-            f"{low:.2f}-{high:.2f}, random {rows['random']['jaccard']:.2f}: they {found}.")
+    text = (f"Claim 1 (pruning criteria select hyper/hypo neurons), on {reference}: the weight, gradient and "
+            f"weight-times-activation criteria ({', '.join(c for c, _ in weight)}) overlap the hyper+hypo set with "
+            f"Jaccard {low:.2f}-{high:.2f}, random {rows['random']['jaccard']:.2f}: they {found}.")
     activation = [c for c in ("apoz", "mean_act", "entropy") if c in rows]
     if activation:
         text += " Activation-based criteria pick " + ", ".join(

@@ -5,8 +5,8 @@ A row's verdict comes from a paired bootstrap comparison in ``results.json["comp
 (matched by its ``key``): the claim predicts that system B has the lower WER, so it ``holds`` when
 the whole 95% interval of B - A is below zero, is ``refuted`` when the whole interval is above
 zero, and is ``not significant`` otherwise. Claim 1 is a set overlap, not a WER difference: it
-holds when a weight or gradient based criterion overlaps the hyper+hypo set (Jaccard) more than
-twice as much as random selection does. A row whose comparison the run lacks says ``not run``.
+holds when a weight, gradient or weight-times-activation criterion overlaps the hyper+hypo set (Jaccard) more than
+twice as much as random selection does (criteria: ``WEIGHT_CRITERIA``). A row whose comparison the run lacks says ``not run``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ PER_CONDITION = "removal as unsupervised adaptation (per condition)"
 PER_CONDITION_RETRAINED = "removal as unsupervised adaptation, then retraining (per condition)"
 SIZE_ON_DEV = WITHOUT_RETRAINING + ", size chosen on dev"
 SIZE_ON_HELDOUT = SELECTIVE + ", size chosen on held-out loss"
+
+# Claim 1's "standard pruning criteria": the weight, gradient and weight-times-activation scores
+# (Wanda's, FLAP's), not the activation statistics that define hyper/hypo themselves
+WEIGHT_CRITERIA = ("magnitude", "outgoing", "taylor1", "taylor2", "wanda", "flap")
 
 CLAIM1_HEADING = "Claim 1: do pruning criteria select hyper and hypo neurons?"
 CLAIM2_HEADING = "Claim 2: removing hyper and hypo neurons"
@@ -134,7 +138,7 @@ def claim1_row(doc: dict, activation: str) -> ClaimRow:
     """Claim 1 from ``results.json["claim1"]``: ``{"reference", "jaccard": {criterion: J}}``."""
     info = doc.get("claim1") or {}
     jac = info.get("jaccard") or {}
-    weight = {c: j for c, j in jac.items() if c in ("magnitude", "outgoing", "taylor1", "taylor2")}
+    weight = {c: j for c, j in jac.items() if c in WEIGHT_CRITERIA}
     selection = doc.get("selection", {}).get("claim1", "–")
     row = ClaimRow("1", activation, f"criteria vs hyper+hypo on {info.get('reference', '?')}", selection,
                    "best weight/gradient criterion's Jaccard vs random's", NOT_RUN,
@@ -207,6 +211,6 @@ DASHBOARD_NOTE = (
     "Verdicts: the claim predicts that B has the lower WER; **holds** when the whole 95% paired bootstrap "
     "interval of B − A (WER points, utterances of the sets the comparison names) lies below zero, **refuted** "
     "when it lies above zero, **not significant** when it contains zero. Claim 1 (a set overlap, one model): "
-    "holds when a weight or gradient based criterion overlaps the hyper+hypo set more than twice as much as "
-    "random selection. Seeds: B's vs A's. **not run**: this run has no such systems. Every entry is read "
+    "holds when a weight, gradient or weight-times-activation criterion (magnitude, outgoing, taylor1, taylor2, "
+    "wanda, flap) overlaps the hyper+hypo set more than twice as much as random selection. Seeds: B's vs A's. **not run**: this run has no such systems. Every entry is read "
     "from results.json.\n")
