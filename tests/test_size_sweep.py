@@ -37,6 +37,9 @@ def hand_made_run(root: Path) -> None:
     _n2 1.5 (chosen), _n20 1.7; OOD errors 2, 2, 1 (n20 best on test: must not be chosen);
     adapt_all 3, adapt_random_full_n2 2."""
     decode, adapt = root / "exp" / "decode", root / "exp" / "adapt"
+    for folder in ("sweep_hyper_hypo_1", "sweep_random_1.s1"):
+        (root / "exp" / "prune" / folder).mkdir(parents=True)
+        (root / "exp" / "prune" / folder / "prune.json").write_text(json.dumps({"removed": 3}))
     for t, e in ((layout.DEV, 2), (layout.TEST, 1), *((layout.ood_set(c), 3) for c in CONDITIONS)):
         write_decode(decode / "baseline" / t, [e] * N)
     for tag, dev, ood in (("1", 2, 5), ("2", 3, 4), ("10", 6, 9)):
@@ -78,7 +81,8 @@ def test_sizes_are_chosen_without_test_data(tmp_path):
     assert rows[("3 (control)", SIZE_ON_HELDOUT)]["verdict"] in (HOLDS, NOT_SIGNIFICANT)
     text = (tmp_path / "exp" / "RESULTS.md").read_text()
     assert "## Selection size: a sweep, and the size chosen without test data" in text
-    assert "| sweep_hyper_hypo_1 | 1% | – | 20.00 | 10.00 | 50.00 | **chosen** |" in text
+    assert "| sweep_hyper_hypo_1 | 1% | 3 | 20.00 | 10.00 | 50.00 | **chosen** |" in text
+    assert "| sweep_random_1 | 1% | 3 | 20.00 | 10.00 | 70.00 |  |" in text  # removed: from its seed's prune.json
     assert "| adapt_selective_full_n2 | 2% | 1.5050 | 20.00 | 10.00 | **chosen** |" in text
     assert "| adapt_selective_full | stage 5's classes | 1.9050 |" in text
     assert (tmp_path / "exp" / "plots" / "size_sweep.png").stat().st_size > 0

@@ -163,12 +163,13 @@ def size_sweep_section(summary: dict, comparisons: list[Comparison], ood: list[s
                 s = systems.get(sel)
                 if s is None:
                     continue
-                info_path = prune_dir / s / "prune.json"
-                removed = json.loads(info_path.read_text())["removed"] if info_path.is_file() else None
+                infos = sorted(prune_dir.glob(f"{s}/prune.json")) + sorted(prune_dir.glob(f"{s}.s*/prune.json"))
+                removed = json.loads(infos[0].read_text())["removed"] if infos else None
                 m = mean_wer(summary, s, ood)
                 rows.append([s, "thresholds" if t == "thr" else f"{t}%", "–" if removed is None else str(removed),
                              cell(summary[s].get(layout.DEV)), cell(summary[s].get(layout.TEST)),
-                             "–" if m is None else f"{m:.2f}", "**chosen**" if t == tag else ""])
+                             "–" if m is None else f"{m:.2f}",
+                             "**chosen**" if t == tag and sel == "hyper_hypo" else ""])
         base = mean_wer(summary, layout.BASELINE, ood)
         md += ["**Pruning.** Removed: the top and bottom share of each FC layer by the reference set's on-rate "
                "(hyper+hypo), or as many random neurons per layer; `thresholds`: on-rate at or past the fixed limits "
