@@ -84,6 +84,12 @@ def test_retraining_rows_replace_not_run_when_the_study_ran() -> None:
     assert row.verdict == REFUTED and row.comparison == "prune_hyper_hypo_retrain vs baseline_ft"
     assert row.anchor == "#claim-2-with-retraining-prune-then-fine-tune"
     assert [r.verdict for r in by_key(rows, "2 (control)", "removal, then retraining")] == [NOT_RUN]
+    # against the untouched baseline: a row of its own, only when the run has the comparison
+    assert not by_key(rows, "2", "removal, then retraining, vs the untouched baseline")
+    doc["comparisons"].append(comparison("retrain_vs_baseline", "baseline", "prune_hyper_hypo_retrain",
+                                         +1.0, +0.1, +1.9))
+    (row,) = by_key(claim_rows(doc, "relu"), "2", "removal, then retraining, vs the untouched baseline")
+    assert row.verdict == REFUTED and row.comparison == "prune_hyper_hypo_retrain vs baseline"
 
 
 def test_missing_results_json_is_one_row() -> None:

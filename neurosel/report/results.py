@@ -122,7 +122,9 @@ def paper_comparisons(systems: dict[str, SystemResults], summary: dict) -> list[
     for other, name, key in ((layout.retrained("prune_random"), "hyper+hypo removal vs random removal, both retrained",
                               "retrain_vs_random"),
                              (layout.BASELINE_FT, "hyper+hypo removal+retraining vs baseline fine-tuned alike",
-                              "retrain_vs_baseline_ft")):
+                              "retrain_vs_baseline_ft"),
+                             (layout.BASELINE, "hyper+hypo removal+retraining vs the untouched baseline",
+                              "retrain_vs_baseline")):
         if hh in systems and other in systems:
             sets = sorted(set(ood(hh)) & set(ood(other)))
             if sets:
