@@ -9,7 +9,7 @@ setup:
 # The Slurm tests start a local cluster when none answers and stop it when they end
 # (tests/slurm_fixture.py); set-up's full output is in build/setup_env.log.
 test: setup
-	.venv/bin/python -m pytest tests -ra --durations=15; rc=$$?; \
+	.venv/bin/python -m pytest tests -ra --durations=30; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 # Everything but the slow end-to-end and cluster tests.
