@@ -226,15 +226,19 @@ def plot_size_sweep(path: Path, summary: dict, ood: list[str], adapt_root: Path)
         ax.grid(alpha=0.3)
     if adapt:
         ax = axes.pop(0)
+        ticks: list[float] = []
         for base_system, pts in adapt.items():
             sized = [p for p in pts if p.share is not None]
             ys = [mean_wer(summary, p.system, ood) for p in sized]
             if sized and all(y is not None for y in ys):
                 ax.plot([p.share for p in sized], ys, marker="o", label=base_system)
+                ticks = sorted({float(p.share) for p in sized})
         ax.set_xscale("log")
+        if ticks:
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.set_xlabel("neurons per class and layer (%)")
         ax.set_ylabel("mean OOD WER (%)")
-        ax.set_title("Selective adaptation")
+        ax.set_title("Selective adaptation (stage 5's classes: see the table)")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     save_figure(fig, path)
