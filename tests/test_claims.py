@@ -131,3 +131,28 @@ def test_forgetting_compares_in_domain_test_after_adapting() -> None:
     least = comps["forget_vs_least_forgetting"]
     assert least.system_a == "adapt_conv" and least.result.ci_low > 0
     assert comps["adapt_vs_blind"].system_a == "adapt_all" and comps["adapt_vs_blind"].test_sets == OOD
+
+
+def test_git_revision_ignores_the_tracked_reports_stage_8_writes(tmp_path) -> None:
+    import subprocess
+
+    from neurosel.report.build import git_revision
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    for rel in ("neurosel/x.py", "egs/synth/RESULTS.md", "egs/synth/results.json", "egs/synth/plots/a.png",
+                "egs/synth/results_sigmoid/RESULTS.md"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "x")
+    clean = git_revision(tmp_path)
+    assert clean and not clean.endswith("-dirty") and clean != "unknown"
+    for rel in ("egs/synth/RESULTS.md", "egs/synth/results.json", "egs/synth/plots/a.png",
+                "egs/synth/results_sigmoid/RESULTS.md"):
+        (tmp_path / rel).write_text("2\n")
+    assert git_revision(tmp_path) == clean
+    (tmp_path / "neurosel" / "x.py").write_text("2\n")
+    assert git_revision(tmp_path) == clean + "-dirty"

@@ -31,12 +31,20 @@ from neurosel.report.size_sweep import selection_rules as size_rules
 from neurosel.report.shift_section import shift_section
 
 
+# the tracked reports stage 8 itself writes (a recipe's RESULTS.md, results.json, plots/ and
+# results_<activation>/): a change there does not make the code that produced a run dirty
+REPORT_PATHS = ("egs/*/RESULTS*.md", "egs/*/results.json", "egs/*/plots/**", "egs/*/results_*/**")
+
+
 def git_revision(repo: Path) -> str:
-    """``<sha>`` of HEAD, with ``-dirty`` when the tree has uncommitted changes."""
+    """``<sha>`` of HEAD, with ``-dirty`` when the tree has uncommitted changes other than the
+    tracked reports of ``REPORT_PATHS`` (the full study's stage 8 writes the sigmoid's report
+    before the main one reads the revision)."""
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                *(f":(exclude,glob){p}" for p in REPORT_PATHS)], cwd=repo,
                                capture_output=True, text=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
