@@ -55,7 +55,7 @@ from neurosel.recipe.layout import POOLED
 from neurosel.recipe.neuron_table import read_neurons_tsv
 from neurosel.recipe.pseudo_labels import (PseudoCtcDataset, merge_pseudo_labels, pseudo_label_report,
                                            read_pseudo_labels, select_pseudo_labels)
-from neurosel.saliency.classify import ClassifyConfig, neurons_of
+from neurosel.saliency.classify import neurons_of
 from neurosel.stage import run_once
 from neurosel.data.batches import load_bpe, load_cmvn, make_sampler
 
@@ -131,8 +131,7 @@ def load_neurons(path: Path, widths: list[int], classes: list[str],
     the table's own classes, or with ``percent`` the top and bottom ``percent`` % of each layer by
     the table's on-rate (a neuron-share variant)."""
     table = read_neurons_tsv(path)
-    layer_classes = table.layer_classes() if percent is None else table.classes_by(
-        ClassifyConfig(mode="percentile", percent=percent, percentile_by="on_rate", scope="layer"))
+    layer_classes = table.layer_classes() if percent is None else table.classes_at_share(percent)
     if [len(c) for c in layer_classes] != widths:
         raise NeuroselError(f"{path}: layer widths {[len(c) for c in layer_classes]} do not match "
                             f"the model's FC widths {widths}")

@@ -52,6 +52,12 @@ class NeuronTable:
         as_tensors = lambda col: [torch.from_numpy(v.copy()) for v in self.by_layer(col)]  # noqa: E731
         return classify_values(as_tensors(self.on_rate), as_tensors(self.mean_act), rule)
 
+    def classes_at_share(self, percent: float) -> list[np.ndarray]:
+        """Per layer the classes of the recipe's percentile rule at another share: the top and
+        bottom ``percent`` % of each layer by on-rate are hyper and hypo (the size sweeps)."""
+        return self.classes_by(ClassifyConfig(mode="percentile", percent=percent, percentile_by="on_rate",
+                                              scope="layer"))
+
     def criterion_scores(self) -> dict[str, list[Tensor]]:
         """Per criterion the per-layer float64 score tensors, as ``score_all`` returns them (the
         criterion columns, then ``mean_act`` and ``entropy`` from the fixed columns)."""

@@ -273,10 +273,10 @@ def select_neurons(plan: SystemPlan, table: NeuronTable, model: nn.Module) -> tu
         remove = neurons_of(table.layer_classes(), CLASS_SELECTIONS[plan.selection])
         _leave_one(remove, on_rate, widths, notes)
     elif plan.selection.startswith("sweep:"):
-        rule = (ClassifyConfig(mode="percentile", percent=100 * plan.fraction, percentile_by="on_rate", scope="layer")
-                if plan.thresholds is None else
-                ClassifyConfig(mode="threshold", hyper_on_rate=plan.thresholds[0], hypo_on_rate=plan.thresholds[1]))
-        remove = neurons_of(table.classes_by(rule), CLASS_SELECTIONS["hyper_hypo"])
+        classes = (table.classes_at_share(100 * (plan.fraction or 0.0)) if plan.thresholds is None else
+                   table.classes_by(ClassifyConfig(mode="threshold", hyper_on_rate=plan.thresholds[0],
+                                                   hypo_on_rate=plan.thresholds[1])))
+        remove = neurons_of(classes, CLASS_SELECTIONS["hyper_hypo"])
         _leave_one(remove, on_rate, widths, notes)
         if plan.selection == "sweep:random":
             remove = select_lowest(random_scores(widths, plan.seed or 0), [remove[i].numel() for i in range(len(widths))])
