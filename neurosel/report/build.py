@@ -26,7 +26,7 @@ from neurosel.report.results import Comparison, paper_comparisons, results_json
 from neurosel.report.selection_section import HEADING as SELECTION_HEADING, KEY as SELECTION_KEY
 from neurosel.report.selection_section import selection_comparisons, selection_section
 from neurosel.report.size_sweep import HEADING as SIZE_HEADING, KEY as SIZE_KEY
-from neurosel.report.size_sweep import plot_size_sweep, size_comparisons, size_sweep_section
+from neurosel.report.size_sweep import plot_size_sweep, read_sweep, size_comparisons, size_sweep_section
 from neurosel.report.size_sweep import selection_rules as size_rules
 from neurosel.report.shift_section import shift_section
 
@@ -220,12 +220,13 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
     for f in sorted(layout.prune_dir(exp).glob("*/prune.json")):
         prune_info[layout.parse_system_id(f.parent.name)[0]] = json.loads(f.read_text())
     selection = selection_comparisons(systems)
-    sizes = size_comparisons(systems, summary, layout.adapt_dir(exp))
+    sweep = read_sweep(summary, layout.adapt_dir(exp))
+    sizes = size_comparisons(systems, sweep)
     comparisons = paper_comparisons(systems, summary) + selection + sizes
     doc["comparisons"] = [{"name": c.name, "key": c.key, "a": c.system_a, "b": c.system_b, "test_sets": c.test_sets,
                            **{k: float(v) for k, v in vars(c.result).items()}} for c in comparisons]
     doc["activation"] = activation_of(exp)
-    doc["selection"] = selection_rules(exp, prune_info) | size_rules(summary, layout.adapt_dir(exp))
+    doc["selection"] = selection_rules(exp, prune_info) | size_rules(sweep)
     doc["claim1"] = claim1_overlap(layout.saliency_dir(exp))
     rows = claim_rows(doc, doc["activation"])
     for name, other in read_others(others).items():
@@ -246,7 +247,7 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
         figures.append(("Mean OOD WER against the share of FC neurons removed", "pruning_curve.png"))
     if plot_adaptation_losses(plots / "adaptation_losses.png", layout.adapt_dir(exp)):
         figures.append(("Pseudo-label loss during adaptation", "adaptation_losses.png"))
-    if plot_size_sweep(plots / "size_sweep.png", summary, ood, layout.adapt_dir(exp)):
+    if plot_size_sweep(plots / "size_sweep.png", summary, sweep, ood):
         figures.append(("WER against the selection size (pruning and selective adaptation)", "size_sweep.png"))
 
 
@@ -289,7 +290,7 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
           adaptation_section(summary, conditions),
           f"## {SELECTION_HEADING}\n", selection_section(summary, selection, conditions, layout.adapt_dir(exp)),
           f"## {SIZE_HEADING}\n",
-          size_sweep_section(summary, sizes, ood, layout.prune_dir(exp), layout.adapt_dir(exp)),
+          size_sweep_section(summary, sweep, sizes, ood, layout.prune_dir(exp)),
           f"## {FORGETTING_HEADING}\n", forgetting_section(forgetting),
           f"## {BOOTSTRAP_HEADING}\n",
           comparisons_section(on_ood) if on_ood else "Not enough systems for the comparisons.\n",

@@ -82,6 +82,20 @@ def compare(name: str, a: SystemResults, b: SystemResults, test_sets: list[str],
     return Comparison(name, a.name, b.name, test_sets, result, key)
 
 
+def ood_sets(system: SystemResults) -> list[str]:
+    """The OOD test sets a system was scored on (adapted systems: each condition's own)."""
+    return sorted(t for t in system.runs if layout.is_ood_set(t))
+
+
+def compare_on_ood(name: str, systems: dict[str, SystemResults], a: str, b: str, key: str) -> list[Comparison]:
+    """``[compare(b vs a)]`` on the OOD test sets both were scored on, or ``[]`` when either did not
+    run or they share none."""
+    if a not in systems or b not in systems:
+        return []
+    sets = sorted(set(ood_sets(systems[a])) & set(ood_sets(systems[b])))
+    return [compare(name, systems[a], systems[b], sets, key=key)] if sets else []
+
+
 def paper_comparisons(systems: dict[str, SystemResults], summary: dict) -> list[Comparison]:
     """(a) hyper+hypo removal vs random removal on every OOD test set, with mean folding and (when
     run) without; (b) selective-then-full vs the best blind adaptation system (lowest mean OOD
@@ -91,7 +105,7 @@ def paper_comparisons(systems: dict[str, SystemResults], summary: dict) -> list[
     it) and forgetting: selective-then-full vs the best blind system, and vs the blind system that
     forgets least, on in-domain test after adapting to each condition (``test.<c>``)."""
     out = []
-    ood = lambda s: sorted(t for t in systems[s].runs if layout.is_ood_set(t))  # noqa: E731
+    ood = lambda s: ood_sets(systems[s])  # noqa: E731
     for suffix, how in (("", ""), ("_nofold", ", no mean folding")):
         hh, rnd = f"prune_hyper_hypo{suffix}", f"prune_random{suffix}"
         if hh in systems and rnd in systems:

@@ -17,14 +17,10 @@ from neurosel.recipe import layout
 from neurosel.recipe.adapt_systems import selection_variant
 from neurosel.report.collect import SystemResults
 from neurosel.report.markdown import cell, comparisons_section, mean_wer, table
-from neurosel.report.results import Comparison, compare
+from neurosel.report.results import Comparison, compare_on_ood
 
 KEY = "select_"  # the comparisons' keys: select_shift_vs_conf:<system>_shift<NN>, ...
 HEADING = "Adaptation data chosen by shift or by confidence"
-
-
-def _ood(system: SystemResults) -> list[str]:
-    return sorted(t for t in system.runs if layout.is_ood_set(t))
 
 
 def selection_comparisons(systems: dict[str, SystemResults]) -> list[Comparison]:
@@ -41,12 +37,8 @@ def selection_comparisons(systems: dict[str, SystemResults]) -> list[Comparison]
         others.append((variant.system, "keeping all", "all"))
         by = "shift" if variant.by == "shift" else "conf"
         for other, what, short in others:
-            if other not in systems:
-                continue
-            sets = sorted(set(_ood(systems[name])) & set(_ood(systems[other])))
-            if sets:
-                label = f"{variant.system}: top {percent}% by {variant.by} vs {what}"
-                out.append(compare(label, systems[other], systems[name], sets, key=f"{KEY}{by}_vs_{short}:{name}"))
+            out += compare_on_ood(f"{variant.system}: top {percent}% by {variant.by} vs {what}", systems, other, name,
+                                  f"{KEY}{by}_vs_{short}:{name}")
     return out
 
 

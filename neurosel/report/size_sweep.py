@@ -29,7 +29,7 @@ from neurosel.report import claims
 from neurosel.report.collect import SystemResults
 from neurosel.report.markdown import cell, comparisons_section, mean_wer, table
 from neurosel.report.plots import save_figure
-from neurosel.report.results import Comparison, compare
+from neurosel.report.results import Comparison, compare_on_ood
 
 KEY = "sweep_"  # the comparisons' keys: sweep_prune_vs_baseline, sweep_prune_vs_random, sweep_adapt_vs_*
 HEADING = claims.SIZE_HEADING
@@ -58,10 +58,11 @@ def prune_points(summary: dict) -> dict[str, dict[str, str]]:
     return dict(sorted(points.items(), key=lambda kv: (kv[0] == "thr", int(kv[0]) if kv[0] != "thr" else 0)))
 
 
-def chosen_prune_size(summary: dict) -> str | None:
-    """The sweep's percentage (tag) whose hyper+hypo removal has the lowest dev WER (ties: smaller)."""
+def chosen_prune_size(points: dict[str, dict[str, str]], summary: dict) -> str | None:
+    """The sweep's percentage (tag of ``points``) whose hyper+hypo removal has the lowest dev WER
+    (ties: smaller)."""
     best = None
-    for tag, systems in prune_points(summary).items():
+    for tag, systems in points.items():
         dev = summary.get(systems.get("hyper_hypo", ""), {}).get(layout.DEV)
         if tag == "thr" or dev is None:
             continue
@@ -100,63 +101,68 @@ def chosen_adapt_point(points: list[AdaptPoint]) -> AdaptPoint | None:
     return min(scored, key=lambda p: p.heldout) if scored else None
 
 
-def _ood(system: SystemResults) -> list[str]:
-    return sorted(t for t in system.runs if layout.is_ood_set(t))
+@dataclass
+class SizeSweep:
+    """What a run holds of the sweep, read once: the pruning points and the size chosen on dev, the
+    adaptation points of each neuron-moving system and adapt_selective_full's chosen size."""
+
+    prune: dict[str, dict[str, str]]
+    prune_chosen: str | None
+    adapt: dict[str, list[AdaptPoint]]
+    adapt_chosen: AdaptPoint | None
 
 
-def _compare(name: str, systems: dict[str, SystemResults], a: str, b: str, key: str) -> list[Comparison]:
-    if a not in systems or b not in systems:
-        return []
-    sets = sorted(set(_ood(systems[a])) & set(_ood(systems[b])))
-    return [compare(name, systems[a], systems[b], sets, key=key)] if sets else []
+def read_sweep(summary: dict, adapt_root: Path) -> SizeSweep:
+    """The run's ``SizeSweep`` (the adaptation points read the units' ``adapt.json``)."""
+    prune, adapt = prune_points(summary), adapt_points(summary, adapt_root)
+    return SizeSweep(prune, chosen_prune_size(prune, summary), adapt,
+                     chosen_adapt_point(adapt.get("adapt_selective_full", [])))
 
 
-def size_comparisons(systems: dict[str, SystemResults], summary: dict, adapt_root: Path) -> list[Comparison]:
+def size_comparisons(systems: dict[str, SystemResults], sweep: SizeSweep) -> list[Comparison]:
     """The paired bootstraps at the chosen sizes (module docstring); keys start with ``KEY``."""
     out = []
-    tag = chosen_prune_size(summary)
+    tag = sweep.prune_chosen
     if tag is not None:
-        point = prune_points(summary)[tag]
+        point = sweep.prune[tag]
         hh = point.get("hyper_hypo", "")
-        out += _compare(f"hyper+hypo removal at {tag}%/class (chosen on dev) vs baseline", systems, layout.BASELINE,
-                        hh, f"{KEY}prune_vs_baseline")
-        out += _compare(f"hyper+hypo removal at {tag}%/class (chosen on dev) vs random removal", systems,
-                        point.get("random", ""), hh, f"{KEY}prune_vs_random")
-    chosen = chosen_adapt_point(adapt_points(summary, adapt_root).get("adapt_selective_full", []))
+        out += compare_on_ood(f"hyper+hypo removal at {tag}%/class (chosen on dev) vs baseline", systems,
+                              layout.BASELINE, hh, f"{KEY}prune_vs_baseline")
+        out += compare_on_ood(f"hyper+hypo removal at {tag}%/class (chosen on dev) vs random removal", systems,
+                              point.get("random", ""), hh, f"{KEY}prune_vs_random")
+    chosen = sweep.adapt_chosen
     if chosen is not None:
         size = BASE_SHARE if chosen.share is None else f"{chosen.share:g}%/class"
-        out += _compare(f"selective+full at {size} (chosen on held-out loss) vs adapt_all", systems, "adapt_all",
-                        chosen.system, f"{KEY}adapt_vs_all")
+        out += compare_on_ood(f"selective+full at {size} (chosen on held-out loss) vs adapt_all", systems,
+                              "adapt_all", chosen.system, f"{KEY}adapt_vs_all")
         random = "adapt_random_full" if chosen.share is None else f"adapt_random_full_n{chosen.share:g}"
-        out += _compare(f"selective+full at {size} (chosen on held-out loss) vs random neurons+full at the same "
-                        "size", systems, random, chosen.system, f"{KEY}adapt_vs_random")
+        out += compare_on_ood(f"selective+full at {size} (chosen on held-out loss) vs random neurons+full at the "
+                              "same size", systems, random, chosen.system, f"{KEY}adapt_vs_random")
     return out
 
 
-def selection_rules(summary: dict, adapt_root: Path) -> dict[str, str]:
+def selection_rules(sweep: SizeSweep) -> dict[str, str]:
     """The dashboard's selection-rule text of the chosen sizes (``results.json["selection"]``)."""
     rules = {}
-    tag = chosen_prune_size(summary)
-    if tag is not None:
-        rules["sweep_pruning"] = f"{tag}%/class/layer by on-rate, size chosen on dev WER"
-    chosen = chosen_adapt_point(adapt_points(summary, adapt_root).get("adapt_selective_full", []))
+    if sweep.prune_chosen is not None:
+        rules["sweep_pruning"] = f"{sweep.prune_chosen}%/class/layer by on-rate, size chosen on dev WER"
+    chosen = sweep.adapt_chosen
     if chosen is not None:
         size = BASE_SHARE if chosen.share is None else f"{chosen.share:g}%/class/layer by on-rate"
         rules["sweep_adaptation"] = f"{size}, each ood_adapt_<c>, size chosen on held-out pseudo-label loss"
     return rules
 
 
-def size_sweep_section(summary: dict, comparisons: list[Comparison], ood: list[str], prune_dir: Path,
-                       adapt_root: Path) -> str:
+def size_sweep_section(summary: dict, sweep: SizeSweep, comparisons: list[Comparison], ood: list[str],
+                       prune_dir: Path) -> str:
     """Markdown of the section; one line saying how to run it when no sweep ran."""
-    points = prune_points(summary)
-    adapt = adapt_points(summary, adapt_root)
+    points, adapt = sweep.prune, sweep.adapt
     if not points and not adapt:
         return ("Not run: stage 6's `sweep_percents` / `sweep_threshold` and stage 7's `<system>_n<PP>` systems "
                 "(the full study, `./run.sh --study full`, runs them).\n")
     md = []
     if points:
-        tag = chosen_prune_size(summary)
+        tag = sweep.prune_chosen
         rows = []
         for t, systems in points.items():
             for sel in ("hyper_hypo", "random"):
@@ -198,11 +204,11 @@ def size_sweep_section(summary: dict, comparisons: list[Comparison], ood: list[s
     return "\n".join(md)
 
 
-def plot_size_sweep(path: Path, summary: dict, ood: list[str], adapt_root: Path) -> bool:
+def plot_size_sweep(path: Path, summary: dict, sweep: SizeSweep, ood: list[str]) -> bool:
     """WER against the share per class: pruning (dev and mean OOD, hyper+hypo and random) and
-    adaptation (mean OOD WER and held-out loss of each neuron-moving system)."""
-    points = {t: s for t, s in prune_points(summary).items() if t != "thr"}
-    adapt = adapt_points(summary, adapt_root)
+    adaptation (mean OOD WER of each neuron-moving system)."""
+    points = {t: s for t, s in sweep.prune.items() if t != "thr"}
+    adapt = sweep.adapt
     panels = int(bool(points)) + int(bool(adapt))
     if not panels:
         return False
