@@ -151,11 +151,12 @@ def test_the_size_sweep_removes_each_share_and_random_of_its_counts(saliency_run
     from neurosel.recipe.prune_stage import decode_sets, select_neurons
 
     table = read_neurons_tsv(saliency_run.out / "pooled" / "neurons.tsv")
-    cfg = PruneStageConfig(sweep_percents=[5, 20], sweep_threshold=True, sweep_thresholds=[0.6, 0.3])
+    cfg = PruneStageConfig(random_seeds=[1, 2], sweep_percents=[5, 20], sweep_threshold=True,
+                           sweep_thresholds=[0.6, 0.3])
     plans = {p.name: p for p in plan_systems(cfg, list(table.scores))}
-    assert [n for n in plans if n.startswith("sweep_")] == [
-        "sweep_hyper_hypo_5", "sweep_random_5.s1", "sweep_hyper_hypo_20", "sweep_random_20.s1",
-        "sweep_hyper_hypo_thr", "sweep_random_thr.s1"]
+    assert [n for n in plans if n.startswith("sweep_")] == [  # random: once per random seed
+        "sweep_hyper_hypo_5", "sweep_random_5.s1", "sweep_random_5.s2", "sweep_hyper_hypo_20", "sweep_random_20.s1",
+        "sweep_random_20.s2", "sweep_hyper_hypo_thr", "sweep_random_thr.s1", "sweep_random_thr.s2"]
     model, _ = load_model(saliency_run.model)
     on_rate = table.by_layer(table.on_rate)
     for p in (5, 20):
@@ -168,6 +169,9 @@ def test_the_size_sweep_removes_each_share_and_random_of_its_counts(saliency_run
         rnd, _ = select_neurons(plans[f"sweep_random_{p}.s1"], table, model)
         assert [v.numel() for v in rnd.values()] == [v.numel() for v in remove.values()]
         assert any(set(rnd[i].tolist()) != set(remove[i].tolist()) for i in rnd)
+        rnd2, _ = select_neurons(plans[f"sweep_random_{p}.s2"], table, model)
+        assert [v.numel() for v in rnd2.values()] == [v.numel() for v in remove.values()]
+        assert any(set(rnd[i].tolist()) != set(rnd2[i].tolist()) for i in rnd)
     thr, _ = select_neurons(plans["sweep_hyper_hypo_thr"], table, model)
     assert {layer: set(v.tolist()) for layer, v in thr.items()} == {
         layer: {j for j, r in enumerate(rates) if r >= 0.6 or r <= 0.3} for layer, rates in enumerate(on_rate)}

@@ -135,3 +135,25 @@ def test_the_step_fine_tunes_then_decodes_nothing_without_test_sets(tiny_speech:
     listed = subprocess.run(["python", "-m", "neurosel.bin.retrain", "systems", *step[1:3], *step[5:]], cwd=root,
                             capture_output=True, text=True, env=env)
     assert listed.stdout.split() == ["baseline_ft.s0", "prune_hyper_hypo_retrain.s0"]
+
+
+@pytest.mark.parametrize("overlay", [None, "study_full.yaml", "study_full.yaml,tiny.yaml"])
+def test_the_recipes_retrain_lists_name_only_systems_stage_6_builds(overlay: str | None) -> None:
+    """conf/retrain.yaml (the default run's pruned systems), the full study's list (every pruned
+    system, per-condition removal too) and the tiny study's: each names a system that stage 6
+    builds under the same overlay; the full study retrains every pruned system at the same count."""
+    from neurosel import config as C
+    from neurosel.recipe.prune_stage import PruneStageConfig, plan_systems
+    from neurosel.recipe.saliency_stage import SaliencyStageConfig
+    from neurosel.train.finetune import FinetuneConfig
+
+    conf = Path(__file__).resolve().parents[1] / "egs" / "synth" / "conf"
+    over = ",".join(str(conf / o) for o in overlay.split(",")) if overlay else None
+    prune_cfg = C.resolve(PruneStageConfig, conf / "prune.yaml", over, "prune")
+    criteria = C.resolve(SaliencyStageConfig, conf / "saliency.yaml", over, "saliency").criteria
+    built = {layout.parse_system_id(p.name)[0] for p in plan_systems(prune_cfg, criteria, ["noise"])}
+    named = C.resolve(FinetuneConfig, conf / "retrain.yaml", over, "retrain").systems
+    assert named and set(named) <= built
+    if overlay == "study_full.yaml":
+        same_count = {s for s in built if s.startswith(("prune_", "condprune_"))}
+        assert set(named) == same_count

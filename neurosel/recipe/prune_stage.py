@@ -15,7 +15,7 @@ takes ``pooled`` (OOD adaptation audio, no transcripts) if it has any hyper/hypo
 - ``sweep_hyper_hypo_<p>`` and ``sweep_random_<p>.s<seed>`` (opt-in, ``sweep_percents``): the selection
   size as a sweep (issue 16 part 3): the top and bottom ``p`` % of each layer by the reference
   set's on-rate (the recipe's percentile rule at another share), and random neurons of the same
-  per-layer counts (the first of ``random_seeds``); ``sweep_hyper_hypo_thr`` and
+  per-layer counts (once per ``random_seeds``); ``sweep_hyper_hypo_thr`` and
   ``sweep_random_thr.s<seed>`` (``sweep_threshold``) the fixed on-rate thresholds
   ``sweep_thresholds`` instead. They are decoded on ``dev`` too, so that the report can choose
   the size on dev WER (no test data);
@@ -210,9 +210,9 @@ def plan_systems(cfg: PruneStageConfig, table_criteria: list[str],
         points.append(("thr", None, (float(cfg.sweep_thresholds[0]), float(cfg.sweep_thresholds[1]))))
     for tag, fraction, thresholds in points:
         for sel in SWEEP_SELECTIONS:
-            seed = cfg.random_seeds[0] if sel == "random" else None
-            plans.append(SystemPlan(layout.system_id(f"sweep_{sel}_{tag}", seed), f"sweep:{sel}", True, seed,
-                                    fraction, thresholds=thresholds))
+            plans += [SystemPlan(layout.system_id(f"sweep_{sel}_{tag}", seed), f"sweep:{sel}", True, seed,
+                                 fraction, thresholds=thresholds)
+                      for seed in (cfg.random_seeds if sel == "random" else [None])]
     for sel in cfg.per_condition:
         name = layout.condition_pruned(sel)
         for seed in cfg.random_seeds if sel == "random" else [None]:
