@@ -212,6 +212,11 @@ def retrained(system: str) -> str:
     return f"{system}_retrain"
 
 
+def is_retrained(system: str) -> bool:
+    """True for a pruned system fine-tuned after removal (``retrained``), without its seed."""
+    return system.endswith(retrained(""))
+
+
 def retrain_lr_dir(retrain_dir: str | Path) -> Path:
     """``<retrain>/lr``: the retraining's learning-rate search on dev (``lr.json``, its marker and
     the search's best fine-tuned baseline, which is ``baseline_ft`` of the first seed)."""

@@ -22,7 +22,7 @@ from neurosel.report.markdown import (adaptation_section, cell, comparisons_sect
                                       criteria_section, is_retrained, mean_wer, pruning_section, retrain_section,
                                       table)
 from neurosel.report.plots import plot_adaptation_losses, plot_pruning_curve, plot_wer_bars
-from neurosel.report.results import Comparison, paper_comparisons, results_json
+from neurosel.report.results import RETRAIN_EACH_KEY, Comparison, paper_comparisons, results_json, retrain_comparisons
 from neurosel.report.selection_section import HEADING as SELECTION_HEADING, KEY as SELECTION_KEY
 from neurosel.report.selection_section import selection_comparisons, selection_section
 from neurosel.report.size_sweep import HEADING as SIZE_HEADING, KEY as SIZE_KEY
@@ -118,6 +118,19 @@ def verdicts(summary: dict, comparisons: list[Comparison], ood: list[str], prune
         out.append("No pruned or adapted system in this run yet (stages 6 and 7 not run): nothing to "
                    "say about the paper's claims.")
     return out
+
+
+def retrain_finding(each: list[Comparison]) -> list[str]:
+    """One statement over every retrained system against ``baseline_ft``: which removals help beyond
+    the fine-tuning itself (95% interval below zero), which hurt, how many do not differ."""
+    if not each:
+        return []
+    better = [c for c in each if c.result.ci_high < 0]
+    worse = [c for c in each if c.result.ci_low > 0]
+    name = lambda cs: ", ".join(f"{c.system_b} ({c.result.difference:+.2f})" for c in cs) or "none"  # noqa: E731
+    return [f"Every retrained system against baseline_ft (the unpruned model fine-tuned alike), {len(each)} "
+            f"systems: beats it {name(better)}; worse {name(worse)}; "
+            f"{len(each) - len(better) - len(worse)} not significantly different (table: retraining section)."]
 
 
 def activation_of(exp: Path) -> str:
@@ -222,7 +235,7 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
     selection = selection_comparisons(systems)
     sweep = read_sweep(summary, layout.adapt_dir(exp))
     sizes = size_comparisons(systems, sweep)
-    comparisons = paper_comparisons(systems, summary) + selection + sizes
+    comparisons = paper_comparisons(systems, summary) + selection + sizes + retrain_comparisons(systems)
     doc["comparisons"] = [{"name": c.name, "key": c.key, "a": c.system_a, "b": c.system_b, "test_sets": c.test_sets,
                            **{k: float(v) for k, v in vars(c.result).items()}} for c in comparisons]
     doc["activation"] = activation_of(exp)
@@ -252,10 +265,12 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
 
 
     forgetting = [c for c in comparisons if c.key.startswith("forget_")]
-    on_ood = [c for c in comparisons if not c.key.startswith(("forget_", SELECTION_KEY, SIZE_KEY))]
+    on_ood = [c for c in comparisons if not c.key.startswith(("forget_", SELECTION_KEY, SIZE_KEY, RETRAIN_EACH_KEY))]
+    retrain_each = {c.system_b: c for c in comparisons if c.key.startswith(RETRAIN_EACH_KEY)}
     shift_md, shift_figures = shift_section(layout.shift_dir(exp), plots)
     figures += shift_figures
-    findings = verdicts(summary, comparisons, ood, prune_info, layout.saliency_dir(exp))
+    findings = verdicts(summary, [c for c in comparisons if not c.key.startswith(RETRAIN_EACH_KEY)], ood, prune_info,
+                        layout.saliency_dir(exp)) + retrain_finding(list(retrain_each.values()))
     pseudo = []
     for c in conditions:
         wer_file = layout.decode_dir(exp, layout.BASELINE) / layout.adapt_set(c) / "wer"
@@ -281,7 +296,7 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
           pruning_section(summary, test_sets, prune_info),
           f"### {CONDITION_PRUNE_HEADING}\n",
           condition_pruning_section(summary, conditions, layout.prune_dir(exp)),
-          f"## {RETRAIN_HEADING}\n", retrain_section(summary, test_sets),
+          f"## {RETRAIN_HEADING}\n", retrain_section(summary, test_sets, retrain_each),
           f"## {CLAIM3_HEADING}\n",
           "Pseudo-label WER of the baseline on each adaptation set (for this report only; no transcript of an "
           "adaptation set is used for training" + (", except by the oracle upper bound" if "adapt_oracle" in summary

@@ -80,6 +80,8 @@ OPTIONAL = (  # reported when the run has them, never as "not run"
     Expected("2 (control)", PER_CONDITION_RETRAINED, "condition_pruning", "condprune_retrain_vs_random",
              "hyper+hypo of each condition removed+retrained vs random removed+retrained per condition",
              CONDITION_PRUNE_HEADING),
+    Expected("2 (control)", WITH_RETRAINING + ", no mean folding", "pruning", "retrain_vs_random_nofold",
+             "hyper+hypo removed+retrained vs random removed+retrained", RETRAIN_HEADING),
     Expected("2", WITH_RETRAINING + ", vs the untouched baseline", "pruning", "retrain_vs_baseline",
              "hyper+hypo removed+retrained vs baseline", RETRAIN_HEADING),
     Expected("2", SIZE_ON_DEV, "sweep_pruning", "sweep_prune_vs_baseline", "hyper+hypo removed vs baseline",

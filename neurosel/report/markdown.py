@@ -67,26 +67,37 @@ def pruning_section(summary: Summary, test_sets: list[str], prune_info: dict) ->
               "`bench/` measures it on more audio.\n")
 
 
-def is_retrained(system: str) -> bool:
-    """A pruned system fine-tuned after removal (``layout.retrained``)."""
-    return system.endswith(layout.retrained(""))
+is_retrained = layout.is_retrained
 
 
-def retrain_section(summary: Summary, test_sets: list[str]) -> str:
+def retrain_section(summary: Summary, test_sets: list[str], each: dict[str, Comparison] | None = None) -> str:
     """Each retrained system beside its pruned model before retraining, and the control
-    ``baseline_ft`` beside the baseline; WER on every test set and mean OOD."""
+    ``baseline_ft`` beside the baseline; WER on every test set and mean OOD (a ``condprune_*``
+    system: its condition's ``ood_<c>``, and in-domain test as the mean of ``test.<c>``), and for
+    each retrained system the paired bootstrap against ``baseline_ft`` (``each``: by system)."""
     retrained = sorted(s for s in summary if is_retrained(s))
     if not retrained:
         return ("Not run (not part of the default run): `steps/retrain.sh` fine-tunes the pruned "
                 "systems and the unpruned control `baseline_ft` alike (see README).\n")
+    each = each or {}
     ood = [t for t in test_sets if layout.is_ood_set(t)]
     rows = []
     for s in ["baseline", layout.BASELINE_FT] + [x for r in retrained for x in (r.removesuffix("_retrain"), r)]:
         if s not in summary:
             continue
         m = mean_wer(summary, s, ood)
-        rows.append([s] + [cell(summary[s].get(t)) for t in test_sets] + ["–" if m is None else f"{m:.2f}"])
-    return table(["system"] + test_sets + ["mean OOD"], rows)
+        cells = [cell(summary[s].get(t)) for t in test_sets]
+        after = [summary[s][t]["wer"] for t in summary[s] if t.startswith(layout.TEST + ".")]
+        if layout.TEST in test_sets and summary[s].get(layout.TEST) is None and after:
+            cells[test_sets.index(layout.TEST)] = f"{np.mean(after):.2f} (mean of test.<c>)"
+        c = each.get(s)
+        rows.append([s] + cells + ["–" if m is None else f"{m:.2f}",
+                                   "–" if c is None else f"{c.result.difference:+.2f} [{c.result.ci_low:+.2f}, "
+                                   f"{c.result.ci_high:+.2f}]"])
+    return (table(["system"] + test_sets + ["mean OOD", "vs baseline_ft: B − A (95% CI)"], rows)
+            + "\n`vs baseline_ft`: paired bootstrap of the retrained system (B) against the unpruned baseline "
+              "fine-tuned with the same steps, data order and rate (A) on the OOD utterances both were scored "
+              "on, WER points: below zero, the removal helped beyond the fine-tuning itself.\n")
 
 
 def removed_neurons(path: Path) -> set[tuple[int, int]]:

@@ -133,6 +133,9 @@ def paper_comparisons(systems: dict[str, SystemResults], summary: dict) -> list[
                                systems["prune_hyper_hypo"], sets, key="prune_vs_baseline"))
     out += forgetting_comparisons(systems, summary, best, blind)
     hh = layout.retrained("prune_hyper_hypo")
+    out += compare_on_ood("hyper+hypo removal vs random removal, no mean folding, both retrained", systems,
+                          layout.retrained("prune_random_nofold"), layout.retrained("prune_hyper_hypo_nofold"),
+                          key="retrain_vs_random_nofold")
     for other, name, key in ((layout.retrained("prune_random"), "hyper+hypo removal vs random removal, both retrained",
                               "retrain_vs_random"),
                              (layout.BASELINE_FT, "hyper+hypo removal+retraining vs baseline fine-tuned alike",
@@ -144,6 +147,18 @@ def paper_comparisons(systems: dict[str, SystemResults], summary: dict) -> list[
             if sets:
                 out.append(compare(name, systems[other], systems[hh], sets, key=key))
     return out + condition_prune_comparisons(systems)
+
+
+RETRAIN_EACH_KEY = "retrain_each:"  # + system: each retrained system vs baseline_ft (the retraining table's column)
+
+
+def retrain_comparisons(systems: dict[str, SystemResults]) -> list[Comparison]:
+    """Every retrained system (B) against ``baseline_ft`` (A, the unpruned model fine-tuned alike) on
+    the OOD test sets both were scored on (a ``condprune_*`` system: each condition's own), keyed
+    ``RETRAIN_EACH_KEY + system``: does any removal help beyond the fine-tuning itself."""
+    return [c for s in sorted(systems) if layout.is_retrained(s)
+            for c in compare_on_ood(f"{s} vs baseline fine-tuned alike", systems, layout.BASELINE_FT, s,
+                                    key=RETRAIN_EACH_KEY + s)]
 
 
 def condition_prune_comparisons(systems: dict[str, SystemResults]) -> list[Comparison]:

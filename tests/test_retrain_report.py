@@ -1,0 +1,69 @@
+"""Stage 8 on the retrained systems (hand-made decodes whose answers are known): every retrained
+system against baseline_ft in the retraining table, the no-folding control row of the dashboard,
+a per-condition retrained system's in-domain test as the mean over its conditions."""
+
+from __future__ import annotations
+
+import pytest
+
+from test_condition_prune import CONDITIONS, ROOT, write_decode
+from neurosel.recipe import layout
+from neurosel.report.build import build_report
+from neurosel.report.claims import HOLDS, REFUTED
+
+
+def test_each_retrained_system_against_baseline_ft_and_the_nofold_control(tmp_path) -> None:
+    decode = tmp_path / "exp" / "decode"
+    n = 40
+    ood = [layout.ood_set(c) for c in CONDITIONS]
+    for system, errors in (("baseline", 3), ("baseline_ft.s0", 4), ("baseline_ft.s1", 4),
+                           ("prune_magnitude", 8), ("prune_magnitude_retrain.s0", 2), ("prune_magnitude_retrain.s1", 2),
+                           ("prune_hypo_retrain.s0", 5), ("prune_hypo_retrain.s1", 6),
+                           ("prune_hyper_hypo_nofold_retrain.s0", 3), ("prune_random_nofold_retrain.s0", 5)):
+        for t in (layout.TEST, *ood):
+            write_decode(decode / system / t, [errors] * n)
+    for t in (layout.TEST, *ood):  # as good as fine-tuning alone on average: the interval holds zero
+        write_decode(decode / "prune_hyper_retrain.s0" / t, [3, 5] * (n // 2))
+    for k in (0, 1):  # each condition's model, retrained: ood_<c> and in-domain test
+        for c in CONDITIONS:
+            folder = decode / f"condprune_hyper_hypo_retrain.s{k}" / layout.adapted_name(c)
+            write_decode(folder / layout.ood_set(c), [1] * n)
+            write_decode(folder / layout.TEST, [2 + k] * n)
+    doc, findings = build_report(tmp_path, "hand", 0, "test", ROOT)
+    (summary,) = [f for f in findings if f.startswith("Every retrained system against baseline_ft")]
+    assert ("6 systems: beats it condprune_hyper_hypo_retrain (-30.00), prune_hyper_hypo_nofold_retrain (-10.00), "
+            "prune_magnitude_retrain (-20.00); worse prune_hypo_retrain (+15.00), prune_random_nofold_retrain "
+            "(+10.00); 1 not significantly different") in summary
+    assert not any(f.startswith("prune_magnitude_retrain vs baseline") for f in findings)  # one line, not five
+    comps = {c["key"]: c for c in doc["comparisons"]}
+    each = {k.split(":", 1)[1]: c for k, c in comps.items() if k.startswith("retrain_each:")}
+    assert set(each) == {"prune_magnitude_retrain", "prune_hypo_retrain", "prune_hyper_retrain",
+                         "prune_hyper_hypo_nofold_retrain",
+                         "prune_random_nofold_retrain", "condprune_hyper_hypo_retrain"}
+    assert {c["a"] for c in each.values()} == {"baseline_ft"}
+    assert each["prune_magnitude_retrain"]["difference"] == pytest.approx(20.0 - 40.0)
+    assert each["prune_hypo_retrain"]["difference"] == pytest.approx(55.0 - 40.0)
+    assert each["condprune_hyper_hypo_retrain"]["test_sets"] == ood
+    assert comps["retrain_vs_random_nofold"]["difference"] == pytest.approx(30.0 - 50.0)
+    rows = {r["protocol"]: r for r in doc["claims"] if r["claim"] == "2 (control)"}
+    nofold = rows["removal, then retraining, no mean folding"]
+    assert nofold["verdict"] == HOLDS and nofold["seeds"] == "1 vs 1"
+    text = (tmp_path / "exp" / "RESULTS.md").read_text()
+    retrain_part = text.split("## Claim 2 with retraining")[1].split("\n## ")[0]
+    line = next(ln for ln in retrain_part.splitlines() if ln.startswith("| prune_magnitude_retrain |"))
+    assert line.endswith("| 20.00 | -20.00 [-20.00, -20.00] |")
+    hypo = next(ln for ln in retrain_part.splitlines() if ln.startswith("| prune_hypo_retrain |"))
+    assert "+15.00 [" in hypo  # worse than fine-tuning alone: the table says so
+    cond = next(ln for ln in retrain_part.splitlines() if ln.startswith("| condprune_hyper_hypo_retrain |"))
+    assert "25.00 (mean of test.<c>)" in cond  # in-domain test after pruning for each condition, both seeds
+    assert "| prune_magnitude | " in retrain_part  # beside its model before retraining
+    # the same retrained system worse than its control: the column turns positive, the verdict refuted
+    for system in ("prune_hyper_hypo_nofold_retrain.s0",):
+        for t in ood:
+            (decode / system / t / "wer").unlink()
+            (decode / system / t / "errs.txt").unlink()
+            (decode / system / t).rmdir()
+            write_decode(decode / system / t, [7] * n)
+    doc, _ = build_report(tmp_path, "hand", 0, "test", ROOT)
+    rows = {r["protocol"]: r for r in doc["claims"] if r["claim"] == "2 (control)"}
+    assert rows["removal, then retraining, no mean folding"]["verdict"] == REFUTED
