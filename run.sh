@@ -78,12 +78,16 @@ conf=$recipe_dir/conf
 [ -f "$conf/$train_config.yaml" ] || { echo "$0: --train-config $train_config: $conf/$train_config.yaml does not exist" >&2; exit 1; }
 case $weak_baseline in adapt|skip-adapt) ;; *) echo "$0: --weak-baseline '$weak_baseline': adapt or skip-adapt" >&2; exit 1 ;; esac
 # overlays over every stage's config, applied in order (comma-separated for the steps): the study's,
-# then the corpus size's, which has the last word (a tiny run stays tiny in the full study)
+# the model's (conf/<train-config>_stages.yaml, when the recipe has one: what the later stages need
+# for a model other than conf/train.yaml's, e.g. learning rates searched on it rather than the ones
+# recorded for train.yaml's baseline), then the corpus size's, which has the last word (a tiny run
+# stays tiny in the full study)
 overlays=()
 if [ "$study" != default ]; then
   overlays+=("$conf/study_$study.yaml")
   [ -f "$conf/study_$study.yaml" ] || { echo "$0: --study $study needs $conf/study_$study.yaml" >&2; exit 1; }
 fi
+[ ! -f "$conf/${train_config}_stages.yaml" ] || overlays+=("$conf/${train_config}_stages.yaml")
 if [ "$corpus_size" != default ]; then
   overlays+=("$conf/$corpus_size.yaml")
   [ -f "$conf/$corpus_size.yaml" ] || { echo "$0: --corpus-size $corpus_size needs $conf/$corpus_size.yaml" >&2; exit 1; }
@@ -98,7 +102,7 @@ exp=$workdir/exp
 if [ "$cmd" != auto ]; then train_cmd=$cmd; decode_cmd=$cmd; cpu_cmd=$cmd; fi
 opts="--overlay $overlay --force $force"
 [ -n "$overlay" ] || opts="--force $force"
-log "recipe $recipe, work dir $workdir, stages $stage..$stop_stage, seed $seed, nj $nj, study $study"
+log "recipe $recipe, work dir $workdir, stages $stage..$stop_stage, seed $seed, nj $nj, study $study, overlays: ${overlay:-none}"
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "stage 0: prepare"

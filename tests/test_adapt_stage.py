@@ -358,3 +358,23 @@ def test_entropy_minimisation_lowers_the_output_entropy(stage):
     model.eval()  # no dropout: the entropy of the same batch must fall
     entropies = [entropy_step(model, batch, params, optimizer, grad_clip=5.0) for _ in range(5)]
     assert entropies[-1] < entropies[0] <= math.log(model.output.out_features) + 1e-4
+
+
+def test_the_sigmoid_model_searches_its_own_adaptation_rates() -> None:
+    """conf/adapt.yaml's recorded rates belong to conf/train.yaml's ReLU baseline: run.sh lays
+    conf/train_sigmoid_stages.yaml over the later stages of the sigmoid model (after the study's
+    overlay, before the corpus size's), which searches them per system; the ReLU model keeps them."""
+    from pathlib import Path
+
+    from neurosel import config as C
+
+    conf = Path(__file__).resolve().parents[1] / "egs" / "synth" / "conf"
+    relu = C.resolve(AdaptConfig, conf / "adapt.yaml", str(conf / "study_full.yaml"), "adapt")
+    sigmoid = C.resolve(AdaptConfig, conf / "adapt.yaml",
+                        f"{conf / 'study_full.yaml'},{conf / 'train_sigmoid_stages.yaml'}", "adapt")
+    assert relu.lr_search == "fixed" and relu.rates_of("adapt_all") == [3.0e-4]
+    assert sigmoid.lr_search == "system" and sigmoid.systems == relu.systems
+    assert [u.system for u in tune_units(sigmoid, 42)] == list(dict.fromkeys(relu.systems + relu.pooled_systems))
+    assert tune_units(relu, 42) == []
+    run_sh = (Path(__file__).resolve().parents[1] / "run.sh").read_text()
+    assert 'overlays+=("$conf/${train_config}_stages.yaml")' in run_sh

@@ -129,6 +129,10 @@ def check_full_study(copy: Path) -> None:
     sigmoid = json.loads((copy / "sigmoid" / "exp" / "results.json").read_text())
     assert {"prune_hyper_hypo", "prune_hyper_hypo_retrain", "baseline_ft"} <= set(sigmoid["systems"])
     assert "stage 7: not run: the baseline is weak" in full.stderr
+    # the sigmoid arm's overlays: the study's, the model's own (its adaptation rates), the corpus size's
+    conf = "egs/synth/conf"
+    assert (f"work dir {copy / 'sigmoid'}, stages 3..7, seed 42, nj 2, study full, overlays: {conf}/study_full.yaml,"
+            f"{conf}/train_sigmoid_stages.yaml,{conf}/tiny.yaml") in full.stderr
     assert not any(s.startswith("adapt_") for s in sigmoid["systems"])
     verdicts = {(r["claim"], r["activation"], r["protocol"]): r["verdict"] for r in doc["claims"]}
     decided = ("holds", "refuted", "not significant")
