@@ -42,7 +42,7 @@ Options:
 model=$1 fbank=$2 lang=$3 exp=$4
 
 . steps/common.sh
-stage_opts="$(config_opts)--moves $moves --mode $modes --source $sources --seed $seeds --target $targets --device $device"
+stage_opts="$(config_opts)--moves $moves --mode $modes --source $sources --seed $seeds --target $targets"  # config_opts: --device
 if ! up_to_date python -m neurosel.bin.tta status $stage_opts "$model" "$lang" "$fbank" "$exp"; then
   run_step "$cmd JOB=1:$nj" "$exp/decode/log/tta.JOB.log" \
     python -m neurosel.bin.tta run $stage_opts --job JOB --num-jobs "$nj" "$model" "$lang" "$fbank" "$exp"

@@ -60,11 +60,22 @@ def pruning_section(summary: Summary, test_sets: list[str], prune_info: dict) ->
                   + ["mean OOD", "rel. to baseline"], rows)
             + "\n`parameters`: the pruned model's parameters as a share of the baseline's (the smaller model, "
               "rows and columns deleted). `speed-up`: the baseline's forward time over the pruned model's on "
-              "the same utterances, CPU time on one thread (stage 6's speed test, `prune.yaml`: speed_set, "
+              f"the same utterances, {speed_clock(prune_info)} (stage 6's speed test, `prune.yaml`: speed_set, "
               "speed_utterances, speed_repeats; one seed's model for systems with several); `FC speed-up` the "
               "same for the FC stack alone. The whole forward includes the conv front end, which pruning "
               "leaves as it is, and its timing varies by a few percent with the allocator's page faults: "
               "`bench/` measures it on more audio.\n")
+
+
+def speed_clock(prune_info: dict) -> str:
+    """How stage 6 timed the forwards, from the systems' ``speed`` records: process CPU time on one
+    thread on the CPU, synchronised wall time on a GPU (``device``, ``clock``)."""
+    where = sorted({(sp.get("device", "?"), sp.get("clock", "?")) for info in prune_info.values()
+                    if (sp := info.get("speed"))})
+    if not where:
+        return "CPU time on one thread"
+    return "; ".join("CPU time on one thread" if clock == "process CPU" else f"{clock} time on {device}"
+                     for device, clock in where)
 
 
 is_retrained = layout.is_retrained

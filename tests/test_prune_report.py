@@ -1,6 +1,7 @@
-"""Stage 8 on the retrained systems (hand-made decodes whose answers are known): every retrained
-system against baseline_ft in the retraining table, the no-folding control row of the dashboard,
-a per-condition retrained system's in-domain test as the mean over its conditions."""
+"""Stage 8's pruning and retraining tables on hand-made decodes whose answers are known: every
+retrained system against baseline_ft in the retraining table, the no-folding control row of the
+dashboard, a per-condition retrained system's in-domain test as the mean over its conditions, and
+where the pruning table's speed was measured."""
 
 from __future__ import annotations
 
@@ -67,3 +68,18 @@ def test_each_retrained_system_against_baseline_ft_and_the_nofold_control(tmp_pa
     doc, _ = build_report(tmp_path, "hand", 0, "test", ROOT)
     rows = {r["protocol"]: r for r in doc["claims"] if r["claim"] == "2 (control)"}
     assert rows["removal, then retraining, no mean folding"]["verdict"] == REFUTED
+
+
+def test_the_pruning_table_says_where_its_speed_was_measured() -> None:
+    """The speed-up note reads each system's speed record: CPU time on the CPU, synchronised wall
+    time on a GPU (a GPU run's note no longer says CPU time)."""
+    from neurosel.report.markdown import pruning_section
+
+    summary = {"baseline": {"ood_a": {"wer": 10.0, "wer_std": 0.0, "n": 1}},
+               "prune_hyper_hypo": {"ood_a": {"wer": 12.0, "wer_std": 0.0, "n": 1}}}
+    cpu = {"prune_hyper_hypo": {"removed": 4, "speed": {"device": "cpu", "clock": "process CPU", "speedup": 1.1}}}
+    gpu = {"prune_hyper_hypo": {"removed": 4, "speed": {"device": "cuda:0", "clock": "wall (CUDA synchronised)",
+                                                        "speedup": 1.0}}}
+    assert "utterances, CPU time on one thread (stage 6" in pruning_section(summary, ["ood_a"], cpu)
+    text = pruning_section(summary, ["ood_a"], gpu)
+    assert "utterances, wall (CUDA synchronised) time on cuda:0 (stage 6" in text and "CPU time" not in text
