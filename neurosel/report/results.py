@@ -103,7 +103,9 @@ def paper_comparisons(systems: dict[str, SystemResults], summary: dict) -> list[
     that tells the choice of the hyper/hypo neurons from the two-phase schedule itself. Then the
     claims' own tests: hyper+hypo removal vs the unpruned baseline (claim 2 as the paper states
     it) and forgetting: selective-then-full vs the best blind system, and vs the blind system that
-    forgets least, on in-domain test after adapting to each condition (``test.<c>``)."""
+    forgets least, on in-domain test after adapting to each condition (``test.<c>``). Then, when
+    retrained, hyper+hypo removal against random removal (with and without mean folding), against
+    ``baseline_ft`` and against the untouched baseline, and the per-condition comparisons."""
     out = []
     ood = lambda s: ood_sets(systems[s])  # noqa: E731
     for suffix, how in (("", ""), ("_nofold", ", no mean folding")):
