@@ -46,6 +46,13 @@ def test_each_retrained_system_against_baseline_ft_and_the_nofold_control(tmp_pa
     assert each["prune_hypo_retrain"]["difference"] == pytest.approx(55.0 - 40.0)
     assert each["condprune_hyper_hypo_retrain"]["test_sets"] == ood
     assert comps["retrain_vs_random_nofold"]["difference"] == pytest.approx(30.0 - 50.0)
+    # per condition, removed then retrained, against the model one started from
+    assert comps["condprune_retrain_vs_baseline"]["a"] == "baseline"
+    assert comps["condprune_retrain_vs_baseline"]["difference"] == pytest.approx(10.0 - 30.0)
+    (row,) = [r for r in doc["claims"]
+              if r["protocol"] == "removal as unsupervised adaptation, then retraining (per condition), vs the "
+              "untouched baseline"]
+    assert row["verdict"] == HOLDS and row["seeds"] == "2 vs 1"
     rows = {r["protocol"]: r for r in doc["claims"] if r["claim"] == "2 (control)"}
     nofold = rows["removal, then retraining, no mean folding"]
     assert nofold["verdict"] == HOLDS and nofold["seeds"] == "1 vs 1"

@@ -168,7 +168,8 @@ def condition_prune_comparisons(systems: dict[str, SystemResults]) -> list[Compa
     (hyper+hypo of that condition's own adaptation audio removed) against the unpruned baseline
     and against ``condprune_random`` (random neurons, the same per-layer counts, per condition), and
     against ``prune_hyper_hypo`` (the neurons of stage 6's one reference set, e.g. pooled);
-    when retrained, against ``baseline_ft`` and ``condprune_random`` retrained alike; on every
+    when retrained, against ``baseline_ft``, ``condprune_random`` retrained alike and the untouched
+    baseline (the model one started from); on every
     condition's ``ood_<c>`` utterances pooled."""
     hh, rnd = layout.condition_pruned("hyper_hypo"), layout.condition_pruned("random")
     pairs = ((hh, layout.BASELINE, "hyper+hypo of each condition removed vs baseline", "condprune_vs_baseline"),
@@ -178,7 +179,9 @@ def condition_prune_comparisons(systems: dict[str, SystemResults]) -> list[Compa
              (layout.retrained(hh), layout.BASELINE_FT, "hyper+hypo of each condition removed, then retrained, vs "
               "baseline fine-tuned alike", "condprune_retrain_vs_baseline_ft"),
              (layout.retrained(hh), layout.retrained(rnd), "hyper+hypo of each condition removed vs random removed "
-              "per condition, both retrained", "condprune_retrain_vs_random"))
+              "per condition, both retrained", "condprune_retrain_vs_random"),
+             (layout.retrained(hh), layout.BASELINE, "hyper+hypo of each condition removed, then retrained, vs the "
+              "untouched baseline", "condprune_retrain_vs_baseline"))
     out = []
     for b, a, name, key in pairs:
         if a in systems and b in systems:
