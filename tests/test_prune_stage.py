@@ -18,6 +18,7 @@ from neurosel.io import torch_load
 from neurosel.model import load_model
 from neurosel.prune import fc_widths, mask_neurons
 from neurosel.recipe.neuron_table import read_neurons_tsv
+from neurosel.errors import NeuroselError
 from neurosel.stage import STALE
 from neurosel.recipe.prune_stage import PruneStageConfig, build_system, choose_reference, plan_systems
 from neurosel.data.batches import load_cmvn
@@ -182,3 +183,28 @@ def test_the_size_sweep_removes_each_share_and_random_of_its_counts(saliency_run
         PruneStageConfig(sweep_percents=[2.5])
     # the sweep only adds systems: the markers of the others do not change
     assert PruneStageConfig().build_settings() == cfg.build_settings()
+
+
+def test_hyper_hypo_from_another_set_removes_that_sets_classes(saliency_run, prune_dir, tmp_path):  # noqa: F811
+    """hyper_hypo_from: [dev] adds prune_hyper_hypo_from_dev, the hyper+hypo neurons of dev's
+    neurons.tsv removed (and dev's means folded) while the stage's reference set stays pooled; the
+    other systems' markers are untouched; a set stage 5 did not measure is a one-line error."""
+    out = tmp_path / "prune"
+    shutil.copytree(prune_dir, out)
+    before = {p: p.read_bytes() for p in out.glob("*/.done")}
+    extra = ("--set", "hyper_hypo_from=[dev]")
+    assert prune_cli.main(cli_args(saliency_run, out, "status", *extra)) == STALE
+    assert prune_cli.main(cli_args(saliency_run, out, "work", *extra)) == 0
+    assert {p: p.read_bytes() for p in out.glob("*/.done") if p in before} == before
+    info = json.loads((out / "prune_hyper_hypo_from_dev" / "prune.json").read_text())
+    assert info["reference_set"] == "dev" and info["plan"]["reference"] == "dev"
+    dev = read_neurons_tsv(saliency_run.out / "dev" / "neurons.tsv")
+    pooled = read_neurons_tsv(saliency_run.out / "pooled" / "neurons.tsv")
+    ckpt = torch_load(out / "prune_hyper_hypo_from_dev" / "model.pt")
+    for layer, keep in ckpt["index_map"].items():
+        dropped = set(range(saliency_run.widths[layer])) - set(keep.tolist())
+        assert dropped == {j for j, c in enumerate(dev.layer_classes()[layer]) if c in ("hyper", "hypo")}
+    assert any(list(d) != list(p) for d, p in zip(dev.layer_classes(), pooled.layer_classes()))  # two sources differ
+    assert prune_cli.main(cli_args(saliency_run, out, "status", *extra)) == 0
+    with pytest.raises(NeuroselError, match=r"nothing/neurons.tsv: no such file \(hyper_hypo_from names 'nothing'"):
+        prune_cli.main(cli_args(saliency_run, out, "status", "--set", "hyper_hypo_from=[nothing]"))

@@ -107,7 +107,7 @@ def test_neuron_share_variants_select_the_share_they_name(tmp_path):
     cfg = AdaptConfig(systems=["adapt_selective_full_n10"], pooled_systems=[], lr_search="fixed",
                       rates={"adapt_selective_full": [3e-3, 1e-4]})
     assert cfg.rates_of("adapt_selective_full_n10") == [3e-3, 1e-4]
-    with pytest.raises(ValueError, match="neuron-share variants"):
+    with pytest.raises(ValueError, match="neuron-share and neuron-source variants"):
         AdaptConfig(systems=["adapt_lhuc_n2"])
     # a 2-layer table of 20 neurons per layer, on-rate j/20 in layer 0 and 1 - j/20 in layer 1
     lines = ["layer\tneuron\tclass\ton_rate\tmean_act\tentropy"]
@@ -124,3 +124,28 @@ def test_neuron_share_variants_select_the_share_they_name(tmp_path):
     hyper = load_neurons(path, [20, 20], ["hyper"], percent=10)
     assert [v.tolist() for v in hyper.values()] == [[18, 19], [0, 1]]
     assert all(isinstance(v, torch.Tensor) for v in hyper.values())
+
+
+def test_neuron_source_variants_take_the_neurons_of_the_set_they_name(tmp_path):
+    """<system>_from_<set>: the neurons of stage 5's <set> (here dev) instead of the condition's
+    own adaptation audio, in the unit's marker inputs too; the system's phases and recorded rates;
+    only for the systems that move selected neurons."""
+    from pathlib import Path
+
+    from neurosel.recipe.adapt_systems import neuron_source
+    from neurosel.recipe.adapt_units import StagePaths, Unit, saliency_reference, unit_inputs
+
+    assert neuron_source("adapt_selective_full_from_dev") == ("adapt_selective_full", "dev")
+    assert base_system("adapt_selective_full_from_dev") == "adapt_selective_full"
+    assert neuron_source("adapt_all_from_dev") is None and not known_system("adapt_all_from_dev")
+    with pytest.raises(ValueError, match="neuron-source variants"):
+        AdaptConfig(systems=["adapt_lhuc_from_dev"])
+    cfg = AdaptConfig(systems=["adapt_selective_full", "adapt_selective_full_from_dev"], pooled_systems=[],
+                      lr_search="fixed", rates={"adapt_selective_full": [3e-3, 1e-4]})
+    assert cfg.rates_of("adapt_selective_full_from_dev") == [3e-3, 1e-4]
+    own, dev = Unit("adapt_selective_full", 42, "noise"), Unit("adapt_selective_full_from_dev", 42, "noise")
+    assert saliency_reference(own, cfg) == "ood_adapt_noise" and saliency_reference(dev, cfg) == "dev"
+    paths = StagePaths(*(Path(p) for p in ("m.pt", "lang", "fbank", "sal", "pseudo", "adapt", "decode")))
+    tables = lambda u: [p for p in unit_inputs(u, paths, cfg, ["noise"]) if p.name == "neurons.tsv"]  # noqa: E731
+    assert tables(own) == [Path("sal/ood_adapt_noise/neurons.tsv")] and tables(dev) == [Path("sal/dev/neurons.tsv")]
+    assert dev.name == "adapt_selective_full_from_dev.s42"

@@ -42,7 +42,8 @@ from neurosel.io import write_json, write_text
 from neurosel.recipe import layout
 from neurosel.recipe.neuron_table import read_neurons_tsv
 from neurosel.recipe.prune_stage import (SUMMARY_HEADER, PruneStageConfig, SystemPlan, build_system, choose_reference,
-                                         condition_reference, decode_sets, format_rows, plan_systems, summary_rows)
+                                         condition_reference, decode_sets, format_rows, plan_systems, set_reference,
+                                         summary_rows)
 from neurosel.stage import fingerprint, require, run_once, status, status_code
 from neurosel.data.batches import load_cmvn
 
@@ -94,22 +95,23 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.per_condition and not conditions:
         raise NeuroselError(f"{args.fbank}: per_condition needs OOD adaptation sets (cuts_ood_adapt_<c>), "
                             "there are none")
-    # per plan's condition (None: the stage's one reference set): (reference set, why), its neurons.tsv, the table
+    # per plan's source (None: the stage's one reference set; a condition; set:<name>): (reference set, why),
+    # its neurons.tsv, the table
     references = {None: (reference, table_path, table)}
-    for c in conditions:
-        ref = condition_reference(args.saliency_dir, c)
+    for key, ref in [*((c, condition_reference(args.saliency_dir, c)) for c in conditions),
+                     *((f"set:{n}", set_reference(args.saliency_dir, n)) for n in cfg.hyper_hypo_from)]:
         path = args.saliency_dir / ref[0] / "neurons.tsv"
-        references[c] = (ref, path, read_neurons_tsv(path))
+        references[key] = (ref, path, read_neurons_tsv(path))
     plans = plan_systems(cfg, list(table.scores), conditions)
     data = [layout.cuts_path(args.fbank, cfg.speed_set), layout.cmvn_path(args.fbank)]
     decode_root = args.decode_root or layout.decode_root(args.prune_dir.parent)
     stage_config = cfg.build_settings()
 
     def inputs(plan: SystemPlan) -> list[Path]:
-        return [args.model, references[plan.condition][1], *data]
+        return [args.model, references[plan.source][1], *data]
 
     def digest_config(plan: SystemPlan) -> dict:
-        return {"prune": stage_config, "system": plan.hashed(), "reference": references[plan.condition][0][0]}
+        return {"prune": stage_config, "system": plan.hashed(), "reference": references[plan.source][0][0]}
 
     if args.action == "list":
         sets = args.sets.split(",") if args.sets else []
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         batches = list(feature_batches(cuts, load_cmvn(layout.cmvn_path(args.fbank)), cfg.max_duration))
         for plan in plans[args.job - 1::args.num_jobs]:
             out = args.prune_dir / plan.folder
-            ref, _, ref_table = references[plan.condition]
+            ref, _, ref_table = references[plan.source]
             run_once(f"prune {plan.folder}", out, digest_config(plan), inputs(plan),
                      lambda: build_system(plan, args.model, ref, ref_table, batches, cfg.speed_repeats, out, device),
                      force=args.force)

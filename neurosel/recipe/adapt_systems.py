@@ -34,6 +34,12 @@ instead of that table's own classes (the recipe's 5%): the selection size as a s
 the held-out pseudo-label loss after adaptation (stage 8). Same phases, budget and (under
 ``lr_search: fixed``) rates as the system.
 
+Neuron-source variants (issue 16 part 3; ``neuron_source``): ``<system>_from_<set>`` for a system
+that moves selected neurons takes its hyper/hypo neurons from stage 5's statistics of ``<set>``
+(e.g. ``dev``, in-domain audio) instead of ``neurons_from`` (each condition's own adaptation audio
+by default): where the neurons are measured, as a system of its own. Same phases, budget and
+(under ``lr_search: fixed``) rates as the system.
+
 A neuron phase with no neuron to move (no hyper/hypo neuron found) is skipped and recorded as
 such; a following phase then gets the whole budget and the seed of a first phase, so
 ``adapt_selective_full`` and ``adapt_random_full`` without hyper/hypo neurons are exactly
@@ -69,6 +75,7 @@ from neurosel.adapt.select import (Selection, apply_selection, blind_selection, 
                                    train_mode)
 from neurosel.errors import NeuroselError
 from neurosel.fc import FcSpec
+from neurosel.recipe import layout
 from neurosel.recipe.pseudo_labels import PseudoLabelConfig
 from neurosel.data.batches import Batch
 from neurosel.train.loop import evaluate, train_step
@@ -134,15 +141,23 @@ def neuron_share(name: str) -> tuple[str, float] | None:
     return m["system"], float(m["percent"])
 
 
+def neuron_source(name: str) -> tuple[str, str] | None:
+    """(system, stage 5 set) of a neuron-source variant ``<system>_from_<set>``, or None."""
+    source = layout.selection_source(name) if name.startswith("adapt_") else None
+    return source if source is not None and source[0] in NEURON_SYSTEMS else None
+
+
 def base_system(name: str) -> str:
     """The system of ``SYSTEMS`` whose phases ``name`` runs (itself, or a variant's system)."""
-    variant, share = selection_variant(name), neuron_share(name)
-    return variant.system if variant is not None else share[0] if share is not None else name
+    variant, share, source = selection_variant(name), neuron_share(name), neuron_source(name)
+    return (variant.system if variant is not None else share[0] if share is not None
+            else source[0] if source is not None else name)
 
 
 def known_system(name: str) -> bool:
-    """A system of ``SYSTEMS`` or a selection or neuron-share variant of one."""
-    return name in SYSTEMS or selection_variant(name) is not None or neuron_share(name) is not None
+    """A system of ``SYSTEMS`` or a selection, neuron-share or neuron-source variant of one."""
+    return (name in SYSTEMS or selection_variant(name) is not None or neuron_share(name) is not None
+            or neuron_source(name) is not None)
 
 
 @dataclass
@@ -178,8 +193,9 @@ class AdaptConfig:
         unknown = [s for s in self.systems + self.pooled_systems if not known_system(s)]
         if unknown:
             raise ValueError(f"unknown system '{unknown[0]}' (known: {', '.join(SYSTEMS)}, their selection "
-                             "variants <system>_conf<NN> and <system>_shift<NN>, and the neuron-share variants "
-                             f"<system>_n<PP> of {', '.join(NEURON_SYSTEMS)})")
+                             "variants <system>_conf<NN> and <system>_shift<NN>, and the neuron-share and "
+                             f"neuron-source variants <system>_n<PP> and <system>_from_<set> of "
+                             f"{', '.join(NEURON_SYSTEMS)})")
         if ORACLE in self.pooled_systems:
             raise ValueError(f"{ORACLE} cannot be pooled")
         if self.steps < 1 or self.num_seeds < 1 or self.max_duration <= 0:

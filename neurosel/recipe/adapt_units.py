@@ -50,7 +50,7 @@ from neurosel.model import load_model, save_model
 from neurosel.recipe import layout
 from neurosel.recipe.adapt_shift import read_scores
 from neurosel.recipe.adapt_systems import (NEURON_SYSTEMS, ORACLE, AdaptConfig, AdaptData, adapt_system, base_system,
-                                           neuron_share)
+                                           neuron_share, neuron_source)
 from neurosel.recipe.layout import POOLED
 from neurosel.recipe.neuron_table import read_neurons_tsv
 from neurosel.recipe.pseudo_labels import (PseudoCtcDataset, merge_pseudo_labels, pseudo_label_report,
@@ -119,7 +119,11 @@ def list_units(cfg: AdaptConfig, conditions: list[str], seed: int) -> list[Unit]
 
 
 def saliency_reference(unit: Unit, cfg: AdaptConfig) -> str:
-    """The reference set whose ``neurons.tsv`` gives a unit's hyper/hypo neurons."""
+    """The reference set whose ``neurons.tsv`` gives a unit's hyper/hypo neurons: a neuron-source
+    variant's own set, else ``neurons_from``."""
+    source = neuron_source(unit.system)
+    if source is not None:
+        return source[1]
     if cfg.neurons_from != "condition":
         return cfg.neurons_from
     return POOLED if unit.condition == POOLED else layout.adapt_set(unit.condition)

@@ -239,6 +239,27 @@ def is_condition_pruned(name: str) -> bool:
     return parse_system_id(name)[0].startswith(CONDITION_PRUNED)
 
 
+SELECTED_FROM = "_from_"
+
+
+def selected_from(system: str, reference: str) -> str:
+    """``<system>_from_<reference>``: ``system`` with its hyper/hypo neurons chosen from stage 5's
+    statistics of the set ``reference`` (e.g. ``dev``) instead of its own source: stage 6's
+    ``prune_hyper_hypo_from_dev``, stage 7's ``adapt_selective_full_from_dev`` (each condition's
+    own adaptation audio otherwise)."""
+    return f"{system}{SELECTED_FROM}{reference}"
+
+
+def selection_source(name: str) -> tuple[str, str] | None:
+    """(system, reference set) of a ``<system>_from_<reference>`` name (seed and a retraining
+    suffix aside), or None."""
+    base = parse_system_id(name)[0].removesuffix(retrained(""))
+    if SELECTED_FROM not in base:
+        return None
+    system, reference = base.rsplit(SELECTED_FROM, 1)
+    return (system, reference) if system and reference else None
+
+
 def condition_sets(condition: str, sets: list[str]) -> list[str]:
     """The sets among ``sets`` that a model of ``condition`` is scored on: ``ood_<c>`` and ``test``."""
     return [s for s in sets if s in (ood_set(condition), TEST)]

@@ -24,7 +24,11 @@ takes ``pooled`` (OOD adaptation audio, no transcripts) if it has any hyper/hypo
   ``neurons.tsv`` (unlabelled audio: stage 5 reads no transcript) by the same rule and per-layer
   counts as above (random: that table's hyper+hypo count per layer), folding that table's mean
   activations; one model per condition in ``condprune_<selection>/adapted_<c>/``, decoded on
-  ``ood_<c>`` and in-domain ``test`` only, like stage 7's adapted systems.
+  ``ood_<c>`` and in-domain ``test`` only, like stage 7's adapted systems;
+- ``prune_hyper_hypo_from_<set>`` (opt-in, ``hyper_hypo_from``): the hyper+hypo removal with its
+  neurons chosen from stage 5's statistics of ``<set>`` (e.g. ``dev``: in-domain audio) instead
+  of the stage's one reference set, folding that set's mean activations: where the neurons are
+  measured, against ``condprune_hyper_hypo`` (each condition's own audio).
 
 A selection never empties a layer (the least extreme neuron of a fully selected layer is kept,
 with a note). An empty selection (e.g. no hyper/hypo neuron in the reference set) still gives a
@@ -71,7 +75,7 @@ CLASS_SELECTIONS = {"hyper": ("hyper",), "hypo": ("hypo",), "hyper_hypo": ("hype
 CURVE_ORDERS = ("hyper_hypo", "random", "magnitude")
 # PruneStageConfig keys that only choose which systems the stage builds
 SYSTEM_CHOICE = ("random_seeds", "criteria", "nofold", "curve_fractions", "curve_orders", "curve_seeds",
-                 "per_condition", "sweep_percents", "sweep_threshold", "sweep_thresholds")
+                 "per_condition", "hyper_hypo_from", "sweep_percents", "sweep_threshold", "sweep_thresholds")
 SWEEP_SELECTIONS = ("hyper_hypo", "random")
 
 
@@ -87,7 +91,8 @@ class PruneStageConfig:
     (by id) of ``speed_set``, median of ``speed_repeats`` runs. ``per_condition``: the selections
     (``hyper``, ``hypo``, ``hyper_hypo``, ``random`` with each of ``random_seeds``, or a criterion)
     also made from each condition's own ``ood_adapt_<c>`` statistics, the ``condprune_*`` systems
-    (default none: not in the default run). ``sweep_percents`` (whole percentages per class and
+    (default none: not in the default run); ``hyper_hypo_from``: stage 5 sets whose statistics also
+    choose a hyper+hypo removal, ``prune_hyper_hypo_from_<set>`` (default none). ``sweep_percents`` (whole percentages per class and
     layer) and ``sweep_threshold`` (the on-rate limits ``sweep_thresholds``: hyper, hypo): the
     ``sweep_*`` systems (default none).
     """
@@ -105,6 +110,7 @@ class PruneStageConfig:
     speed_repeats: int = 5
     max_duration: float = INFERENCE_BATCH_SECONDS
     per_condition: list[str] = field(default_factory=list)
+    hyper_hypo_from: list[str] = field(default_factory=list)
     sweep_percents: list[float] = field(default_factory=list)
     sweep_threshold: bool = False
     sweep_thresholds: list[float] = field(default_factory=lambda: [0.95, 0.05])
@@ -141,7 +147,8 @@ class SystemPlan:
     ``hypo``, ``hyper_hypo``), ``random``, a criterion name, ``curve:<order>``, or
     ``sweep:<hyper_hypo|random>`` (``fraction``: the share per class and layer, or ``thresholds``:
     the on-rate limits); ``condition``: the OOD condition whose ``ood_adapt_<c>`` statistics select
-    the neurons (None: stage 6's one reference set)."""
+    the neurons, ``reference``: the stage 5 set whose statistics do (both None: stage 6's one
+    reference set)."""
 
     name: str
     selection: str
@@ -150,6 +157,13 @@ class SystemPlan:
     fraction: float | None = None
     condition: str | None = None
     thresholds: tuple[float, float] | None = None
+    reference: str | None = None
+
+    @property
+    def source(self) -> str | None:
+        """What chooses its neurons: None (stage 6's one reference set), the condition ``c``
+        (``ood_adapt_<c>``) or ``set:<name>`` (``reference``)."""
+        return self.condition if self.reference is None else f"set:{self.reference}"
 
     @property
     def folder(self) -> str:
@@ -158,9 +172,9 @@ class SystemPlan:
         return self.name if self.condition is None else f"{self.name}/{layout.adapted_name(self.condition)}"
 
     def hashed(self) -> dict:
-        """The plan for its marker; ``condition`` only when set, so that the markers of the
-        systems made before it existed stay valid."""
-        return C.hashed(self, "condition", "thresholds")
+        """The plan for its marker; ``condition``, ``thresholds`` and ``reference`` only when set, so
+        that the markers of the systems made before they existed stay valid."""
+        return C.hashed(self, "condition", "thresholds", "reference")
 
 
 def decode_sets(plan: SystemPlan, sets: list[str]) -> list[str]:
@@ -213,6 +227,8 @@ def plan_systems(cfg: PruneStageConfig, table_criteria: list[str],
             plans += [SystemPlan(layout.system_id(f"sweep_{sel}_{tag}", seed), f"sweep:{sel}", True, seed,
                                  fraction, thresholds=thresholds)
                       for seed in (cfg.random_seeds if sel == "random" else [None])]
+    plans += [SystemPlan(layout.selected_from("prune_hyper_hypo", ref), "hyper_hypo", True, reference=ref)
+              for ref in cfg.hyper_hypo_from]
     for sel in cfg.per_condition:
         name = layout.condition_pruned(sel)
         for seed in cfg.random_seeds if sel == "random" else [None]:
@@ -237,6 +253,14 @@ def choose_reference(saliency_dir: str | Path, setting: str) -> tuple[str, str]:
             return "pooled", f"auto: the pooled OOD adaptation statistics have {n} hyper/hypo neurons"
         return "dev", "auto: the pooled OOD adaptation statistics have no hyper/hypo neuron, so dev"
     return "dev", "auto: no pooled OOD statistics, so dev"
+
+
+def set_reference(saliency_dir: str | Path, name: str) -> tuple[str, str]:
+    """(reference set, why) of a ``prune_hyper_hypo_from_<name>`` system: stage 5's ``name``."""
+    if not (Path(saliency_dir) / name / "neurons.tsv").is_file():
+        raise NeuroselError(f"{Path(saliency_dir) / name / 'neurons.tsv'}: no such file (hyper_hypo_from names "
+                            f"'{name}', which stage 5 did not measure)")
+    return name, f"hyper_hypo_from: stage 5's statistics of {name}"
 
 
 def condition_reference(saliency_dir: str | Path, condition: str) -> tuple[str, str]:

@@ -83,6 +83,13 @@ OPTIONAL = (  # reported when the run has them, never as "not run"
     Expected("2", PER_CONDITION_RETRAINED + ", vs the untouched baseline", "condition_pruning",
              "condprune_retrain_vs_baseline", "hyper+hypo of each condition removed+retrained vs baseline",
              CONDITION_PRUNE_HEADING),
+    Expected("2 (source)", PER_CONDITION + ", vs neurons from dev", "condition_pruning", "condprune_vs_from_dev",
+             "hyper+hypo of each condition removed vs hyper+hypo of dev removed", CONDITION_PRUNE_HEADING),
+    Expected("2 (source)", PER_CONDITION_RETRAINED + ", vs neurons from dev", "condition_pruning",
+             "condprune_retrain_vs_from_dev", "hyper+hypo of each condition vs of dev, removed+retrained",
+             CONDITION_PRUNE_HEADING),
+    Expected("3 (source)", SELECTIVE + ", vs neurons from dev", "adaptation", "adapt_vs_from_dev",
+             "selective+full, each condition's neurons vs dev's", CLAIM3_HEADING),
     Expected("2 (control)", WITH_RETRAINING + ", no mean folding", "pruning", "retrain_vs_random_nofold",
              "hyper+hypo removed+retrained vs random removed+retrained", RETRAIN_HEADING),
     Expected("2", WITH_RETRAINING + ", vs the untouched baseline", "pruning", "retrain_vs_baseline",
@@ -188,7 +195,8 @@ def claim_rows(doc: dict | None, activation: str) -> list[ClaimRow]:
         row = comparison_row(doc, activation, spec)
         if row is not None:
             rows.append(row)
-    order = {claim: i for i, claim in enumerate(["1", "2", "2 (control)", "3", "3 (control)", "forgetting"])}
+    order = {claim: i for i, claim in enumerate(["1", "2", "2 (control)", "2 (source)", "3", "3 (control)",
+                                                  "3 (source)", "forgetting"])}
     return sorted(rows, key=lambda r: (order.get(r.claim, 99), r.protocol))
 
 

@@ -121,7 +121,8 @@ def condition_pruning_section(summary: Summary, conditions: list[str], prune_dir
     """Removal as unsupervised adaptation: the ``condprune_*`` systems (one model per condition
     ``c``, neurons chosen from ``ood_adapt_<c>``) on each ``ood_<c>`` and on in-domain test after
     pruning for ``c`` (``test.<c>``, mean over conditions), beside the baseline and stage 6's
-    hyper+hypo and random removal from its one reference set; then how many neurons each
+    hyper+hypo and random removal from its one reference set and the removals chosen from another
+    set (``prune_hyper_hypo_from_<set>``, e.g. dev), retrained or not; then how many neurons each
     condition's hyper+hypo set removes and how much it shares with that one reference set's."""
     systems = sorted(s for s in summary if layout.is_condition_pruned(s))
     if not systems:
@@ -133,14 +134,17 @@ def condition_pruning_section(summary: Summary, conditions: list[str], prune_dir
     reference = json.loads((one_ref / "prune.json").read_text())["reference_set"] \
         if (one_ref / "prune.json").is_file() else "?"
     control = [layout.BASELINE_FT] if any(is_retrained(s) for s in systems) else []
+    elsewhere = sorted(s for s in summary if s.startswith("prune_") and layout.selection_source(s) is not None)
     rows = []
-    for s in [s for s in ["baseline", *control, "prune_hyper_hypo", "prune_random", *systems] if s in summary]:
+    for s in [s for s in ["baseline", *control, "prune_hyper_hypo", "prune_random", *elsewhere, *systems]
+              if s in summary]:
         m = mean_wer(summary, s, ood)
         change = "–" if m is None or base_ood in (None, 0) or s == "baseline" \
             else f"{100 * (m - base_ood) / base_ood:+.1f}%"
         after = [summary[s][t]["wer"] for t in (layout.adapted_test_set(layout.TEST, c) for c in conditions)
                  if t in summary[s]]
-        source = ("each ood_adapt_<c>" if layout.is_condition_pruned(s) else reference) if s.startswith(
+        source = ("each ood_adapt_<c>" if layout.is_condition_pruned(s)
+                  else (layout.selection_source(s) or ("", reference))[1]) if s.startswith(
             ("prune_", layout.CONDITION_PRUNED)) else "–"
         rows.append([s, source] + [cell(summary[s].get(t)) for t in ood]
                     + ["–" if m is None else f"{m:.2f}", change,

@@ -128,6 +128,9 @@ def paper_comparisons(systems: dict[str, SystemResults], summary: dict) -> list[
         if sets:
             out.append(compare("selective+full vs random neurons+full", systems["adapt_random_full"],
                                systems["adapt_selective_full"], sets, key="adapt_vs_random"))
+    out += compare_on_ood("selective+full, neurons of each condition's own audio vs neurons of dev", systems,
+                          layout.selected_from("adapt_selective_full", layout.DEV), "adapt_selective_full",
+                          key="adapt_vs_from_dev")
     if "prune_hyper_hypo" in systems and layout.BASELINE in systems:
         sets = sorted(set(ood("prune_hyper_hypo")) & set(ood(layout.BASELINE)))
         if sets:
@@ -169,9 +172,11 @@ def condition_prune_comparisons(systems: dict[str, SystemResults]) -> list[Compa
     and against ``condprune_random`` (random neurons, the same per-layer counts, per condition), and
     against ``prune_hyper_hypo`` (the neurons of stage 6's one reference set, e.g. pooled);
     when retrained, against ``baseline_ft``, ``condprune_random`` retrained alike and the untouched
-    baseline (the model one started from); on every
+    baseline (the model one started from); against ``prune_hyper_hypo_from_dev`` (the neurons of
+    in-domain dev instead of the condition's own audio), retrained or not; on every
     condition's ``ood_<c>`` utterances pooled."""
     hh, rnd = layout.condition_pruned("hyper_hypo"), layout.condition_pruned("random")
+    from_dev = layout.selected_from("prune_hyper_hypo", layout.DEV)
     pairs = ((hh, layout.BASELINE, "hyper+hypo of each condition removed vs baseline", "condprune_vs_baseline"),
              (hh, rnd, "hyper+hypo of each condition removed vs random removed per condition", "condprune_vs_random"),
              (hh, "prune_hyper_hypo", "hyper+hypo of each condition removed vs hyper+hypo of stage 6's one "
@@ -181,7 +186,10 @@ def condition_prune_comparisons(systems: dict[str, SystemResults]) -> list[Compa
              (layout.retrained(hh), layout.retrained(rnd), "hyper+hypo of each condition removed vs random removed "
               "per condition, both retrained", "condprune_retrain_vs_random"),
              (layout.retrained(hh), layout.BASELINE, "hyper+hypo of each condition removed, then retrained, vs the "
-              "untouched baseline", "condprune_retrain_vs_baseline"))
+              "untouched baseline", "condprune_retrain_vs_baseline"),
+             (hh, from_dev, "hyper+hypo of each condition removed vs hyper+hypo of dev removed", "condprune_vs_from_dev"),
+             (layout.retrained(hh), layout.retrained(from_dev), "hyper+hypo of each condition removed vs hyper+hypo "
+              "of dev removed, both retrained", "condprune_retrain_vs_from_dev"))
     out = []
     for b, a, name, key in pairs:
         if a in systems and b in systems:
