@@ -45,9 +45,11 @@ if ! up_to_date python -m neurosel.bin.retrain status $stage_opts "$model" "$pru
     python -m neurosel.bin.retrain run $stage_opts --job JOB --num-jobs "$nj" "$model" "$prune" "$fbank" "$lang" "$dir"
 fi
 [ -n "$test_sets" ] || exit 0
-# one line per model: <folder>:<sets> (a model pruned for condition c: ood_<c> and test)
-for entry in $(python -m neurosel.bin.retrain systems $stage_opts --sets "$test_sets" \
-                 "$model" "$prune" "$fbank" "$lang" "$dir"); do
+# one line per model: <folder>:<sets> (a model pruned for condition c: ood_<c> and test); read first,
+# so that its error stops the step (a failing command inside `for ... in $(...)` would not)
+entries=$(python -m neurosel.bin.retrain systems $stage_opts --sets "$test_sets" \
+            "$model" "$prune" "$fbank" "$lang" "$dir")
+for entry in $entries; do
   system=${entry%%:*}
   steps/decode.sh --cmd "$cmd" --device "$device" --config "$decode_config" --sets "${entry#*:}" \
     "$dir/$system/model.pt" "$fbank" "$lang" "$decode_root/$system"
