@@ -19,7 +19,7 @@ from neurosel.report.claims import (BOOTSTRAP_HEADING, CLAIM1_HEADING, CLAIM2_HE
                                     WEIGHT_CRITERIA, claim_rows, dashboard_section, rows_json)
 from neurosel.report.collect import collect, read_wer
 from neurosel.report.markdown import (adaptation_section, cell, comparisons_section, condition_pruning_section,
-                                      criteria_section, is_retrained, mean_wer, pruning_section, retrain_section,
+                                      criteria_section, mean_wer, pruning_section, retrain_section,
                                       table)
 from neurosel.report.plots import plot_adaptation_losses, plot_pruning_curve, plot_wer_bars
 from neurosel.report.results import RETRAIN_EACH_KEY, Comparison, paper_comparisons, results_json, retrain_comparisons
@@ -98,7 +98,7 @@ def verdicts(summary: dict, comparisons: list[Comparison], ood: list[str], prune
         holds = "holds" if hh < base else "does not hold"
         out.append(f"Claim 2 (removing hyper+hypo neurons improves OOD WER) {holds} here: mean OOD WER "
                    f"{hh:.2f} after removal vs {base:.2f} for the baseline.")
-        pruned = {s: m for s in summary if s.startswith("prune_") and not is_retrained(s)
+        pruned = {s: m for s in summary if s.startswith("prune_") and not layout.is_retrained(s)
                   and (m := mean_wer(summary, s, ood)) is not None}
         if pruned:
             best = min(pruned, key=pruned.get)
@@ -250,7 +250,7 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
     plots = exp / "plots"
     figures = []
     prune_systems = ["baseline"] + sorted(s for s in summary if s.startswith("prune_") and "_nofold" not in s
-                                      and not is_retrained(s))
+                                      and not layout.is_retrained(s))
     if plot_wer_bars(plots / "pruning_wer.png", summary, prune_systems, test_sets, "Pruned systems"):
         figures.append(("WER of the pruned systems", "pruning_wer.png"))
     adapt_systems = ["baseline"] + sorted(s for s in summary if s.startswith("adapt_") and not layout.is_pooled(s))

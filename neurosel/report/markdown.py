@@ -41,7 +41,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def pruning_section(summary: Summary, test_sets: list[str], prune_info: dict) -> str:
-    systems = ["baseline"] + sorted(s for s in summary if s.startswith("prune_") and not is_retrained(s))
+    systems = ["baseline"] + sorted(s for s in summary if s.startswith("prune_") and not layout.is_retrained(s))
     ood = [t for t in test_sets if layout.is_ood_set(t)]
     base_ood = mean_wer(summary, "baseline", ood)
     rows = []
@@ -78,7 +78,11 @@ def speed_clock(prune_info: dict) -> str:
                      for device, clock in where)
 
 
-is_retrained = layout.is_retrained
+def in_domain_after(entry: dict[str, dict[str, float | int]]) -> float | None:
+    """Mean in-domain test WER of a system scored per condition (``test.<c>``: after adapting or
+    pruning for ``c``), or None when it has none."""
+    after = [v["wer"] for t, v in entry.items() if t.startswith(layout.TEST + ".")]
+    return float(np.mean(after)) if after else None
 
 
 def retrain_section(summary: Summary, test_sets: list[str], each: dict[str, Comparison] | None = None) -> str:
@@ -86,7 +90,7 @@ def retrain_section(summary: Summary, test_sets: list[str], each: dict[str, Comp
     ``baseline_ft`` beside the baseline; WER on every test set and mean OOD (a ``condprune_*``
     system: its condition's ``ood_<c>``, and in-domain test as the mean of ``test.<c>``), and for
     each retrained system the paired bootstrap against ``baseline_ft`` (``each``: by system)."""
-    retrained = sorted(s for s in summary if is_retrained(s))
+    retrained = sorted(s for s in summary if layout.is_retrained(s))
     if not retrained:
         return ("Not run (not part of the default run): `steps/retrain.sh` fine-tunes the pruned "
                 "systems and the unpruned control `baseline_ft` alike (see README).\n")
@@ -98,9 +102,9 @@ def retrain_section(summary: Summary, test_sets: list[str], each: dict[str, Comp
             continue
         m = mean_wer(summary, s, ood)
         cells = [cell(summary[s].get(t)) for t in test_sets]
-        after = [summary[s][t]["wer"] for t in summary[s] if t.startswith(layout.TEST + ".")]
-        if layout.TEST in test_sets and summary[s].get(layout.TEST) is None and after:
-            cells[test_sets.index(layout.TEST)] = f"{np.mean(after):.2f} (mean of test.<c>)"
+        after = in_domain_after(summary[s])
+        if layout.TEST in test_sets and summary[s].get(layout.TEST) is None and after is not None:
+            cells[test_sets.index(layout.TEST)] = f"{after:.2f} (mean of test.<c>)"
         c = each.get(s)
         rows.append([s] + cells + ["–" if m is None else f"{m:.2f}",
                                    "–" if c is None else f"{c.result.difference:+.2f} [{c.result.ci_low:+.2f}, "
@@ -133,7 +137,7 @@ def condition_pruning_section(summary: Summary, conditions: list[str], prune_dir
     one_ref = prune_dir / "prune_hyper_hypo"
     reference = json.loads((one_ref / "prune.json").read_text())["reference_set"] \
         if (one_ref / "prune.json").is_file() else "?"
-    control = [layout.BASELINE_FT] if any(is_retrained(s) for s in systems) else []
+    control = [layout.BASELINE_FT] if any(layout.is_retrained(s) for s in systems) else []
     elsewhere = sorted(s for s in summary if s.startswith("prune_") and layout.selection_source(s) is not None)
     rows = []
     for s in [s for s in ["baseline", *control, "prune_hyper_hypo", "prune_random", *elsewhere, *systems]

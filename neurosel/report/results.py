@@ -147,10 +147,7 @@ def paper_comparisons(systems: dict[str, SystemResults], summary: dict) -> list[
                               "retrain_vs_baseline_ft"),
                              (layout.BASELINE, "hyper+hypo removal+retraining vs the untouched baseline",
                               "retrain_vs_baseline")):
-        if hh in systems and other in systems:
-            sets = sorted(set(ood(hh)) & set(ood(other)))
-            if sets:
-                out.append(compare(name, systems[other], systems[hh], sets, key=key))
+        out += compare_on_ood(name, systems, other, hh, key=key)
     return out + condition_prune_comparisons(systems)
 
 
@@ -187,16 +184,11 @@ def condition_prune_comparisons(systems: dict[str, SystemResults]) -> list[Compa
               "per condition, both retrained", "condprune_retrain_vs_random"),
              (layout.retrained(hh), layout.BASELINE, "hyper+hypo of each condition removed, then retrained, vs the "
               "untouched baseline", "condprune_retrain_vs_baseline"),
-             (hh, from_dev, "hyper+hypo of each condition removed vs hyper+hypo of dev removed", "condprune_vs_from_dev"),
+             (hh, from_dev, "hyper+hypo of each condition removed vs hyper+hypo of dev removed",
+              "condprune_vs_from_dev"),
              (layout.retrained(hh), layout.retrained(from_dev), "hyper+hypo of each condition removed vs hyper+hypo "
               "of dev removed, both retrained", "condprune_retrain_vs_from_dev"))
-    out = []
-    for b, a, name, key in pairs:
-        if a in systems and b in systems:
-            sets = sorted(t for t in systems[b].runs if layout.is_ood_set(t) and t in systems[a].runs)
-            if sets:
-                out.append(compare(name, systems[a], systems[b], sets, key=key))
-    return out
+    return [c for b, a, name, key in pairs for c in compare_on_ood(name, systems, a, b, key=key)]
 
 
 def in_domain_after(system: SystemResults) -> list[str]:
