@@ -20,9 +20,21 @@ from pathlib import Path
 from neurosel.cli import run_main
 from neurosel.model.cnn import ModelConfig
 from neurosel.report.build import build_report
+from neurosel.report.rejoin import sibling_results
 
 log = logging.getLogger("neurosel.report")
 ACTIVATIONS = get_args(get_type_hints(ModelConfig)["fc_activation"])
+
+
+def parse_also(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Path]:
+    """``--also NAME=results.json`` values as ``{NAME: path}``."""
+    others = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            parser.error(f"--also {item!r}: expected NAME=path/to/results.json")
+        others[name] = Path(path)
+    return others
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,15 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("workdir", type=Path)
     args = parser.parse_args(argv)
     repo = Path(__file__).resolve().parents[2]
-    others = {}
-    for item in args.also or []:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            parser.error(f"--also {item!r}: expected NAME=path/to/results.json")
-        others[name] = Path(path)
+    others = parse_also(parser, args.also or [])
     if args.also is None and args.copy_to is not None:
-        others = {act: args.copy_to.parent / f"results_{act}" / "results.json" for act in ACTIVATIONS
-                  if (args.copy_to.parent / f"results_{act}").is_dir()}
+        others = sibling_results(args.copy_to, ACTIVATIONS)
     doc, findings = build_report(args.workdir, args.recipe, args.seed, args.command, repo, args.copy_to, others)
     print("\n".join(f"- {line}" for line in findings))
     log.info("%d systems on %d test sets -> %s", len(doc["systems"]), len(doc["test_sets"]),

@@ -22,6 +22,7 @@ from neurosel.report.markdown import (adaptation_section, cell, comparisons_sect
                                       criteria_section, mean_wer, pruning_section, retrain_section,
                                       table)
 from neurosel.report.plots import plot_adaptation_losses, plot_pruning_curve, plot_wer_bars
+from neurosel.report.rejoin import other_rows, read_results
 from neurosel.report.results import RETRAIN_EACH_KEY, Comparison, paper_comparisons, results_json, retrain_comparisons
 from neurosel.report.selection_section import HEADING as SELECTION_HEADING, KEY as SELECTION_KEY
 from neurosel.report.selection_section import selection_comparisons, selection_section
@@ -194,14 +195,6 @@ def claim1_overlap(saliency_dir: Path, reference: str = "dev") -> dict | None:
                                                 if r.get("jaccard") is not None}}
 
 
-def read_others(others: dict[str, Path] | None) -> dict[str, dict | None]:
-    """Other activations' ``results.json`` for the dashboard (None where the file is missing)."""
-    out: dict[str, dict | None] = {}
-    for name, path in (others or {}).items():
-        out[name] = json.loads(Path(path).read_text()) if Path(path).is_file() else None
-    return out
-
-
 def forgetting_section(forgetting: list[Comparison]) -> str:
     """What adapting costs on in-domain speech: the paired tests on ``test.<c>`` (in-domain test
     after adapting to condition ``c``, every condition's utterances pooled); each system's mean is
@@ -242,8 +235,9 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
     doc["selection"] = selection_rules(exp, prune_info) | size_rules(sweep)
     doc["claim1"] = claim1_overlap(layout.saliency_dir(exp))
     rows = claim_rows(doc, doc["activation"])
-    for name, other in read_others(others).items():
-        rows += claim_rows(other, name)
+    report_dir = Path(out_copy).parent if out_copy is not None else exp  # where the other runs' links start
+    for name, path in (others or {}).items():
+        rows += other_rows(read_results(Path(path)), name, Path(path), report_dir)
     doc["claims"] = rows_json(rows)
     write_json(exp / "results.json", doc)
 
