@@ -63,8 +63,8 @@ def dashboard_text(rows: list[ClaimRow], joined: str = "") -> str:
 
 def rejoin_dashboard(results_md: Path, others: dict[str, Path], now: datetime | None = None) -> list[ClaimRow]:
     """Rebuild the dashboard of ``results_md`` (and ``results.json`` beside it) from that run's
-    ``results.json`` and ``others`` (``{activation: results.json}``); returns the rows. Nothing is
-    written unless both files can be rewritten."""
+    ``results.json`` and ``others`` (``{activation: results.json}``); returns the rows. Every input
+    is read and checked, and both new texts built, before either file is written (each atomically)."""
     own_path = results_md.parent / "results.json"
     doc = read_results(own_path)
     if doc is None:
