@@ -168,6 +168,12 @@ def adapted_test_set(test_set: str, condition: str) -> str:
     return test_set if is_ood_set(test_set) else f"{test_set}.{condition}"
 
 
+def is_in_domain_after(name: str) -> bool:
+    """True for ``test.<c>`` (``adapted_test_set``): in-domain test of a model adapted or pruned
+    for condition ``c``."""
+    return name.startswith(TEST + ".")
+
+
 def baseline_dir(exp_dir: str | Path) -> Path:
     """``<exp>/baseline``: stage 3."""
     return Path(exp_dir) / BASELINE

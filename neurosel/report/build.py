@@ -15,14 +15,14 @@ from neurosel.io import atomic_path, write_json, write_text
 from neurosel.recipe import layout
 from neurosel.config import load_yaml
 from neurosel.report.claims import (BOOTSTRAP_HEADING, CLAIM1_HEADING, CLAIM2_HEADING, CLAIM3_HEADING,
-                                    CONDITION_PRUNE_HEADING, DASHBOARD_NOTE, FORGETTING_HEADING, RETRAIN_HEADING,
-                                    WEIGHT_CRITERIA, claim_rows, dashboard_section, rows_json)
+                                    CONDITION_PRUNE_HEADING, FORGETTING_HEADING, RETRAIN_HEADING,
+                                    WEIGHT_CRITERIA, claim_rows, rows_json)
 from neurosel.report.collect import collect, read_wer
 from neurosel.report.markdown import (adaptation_section, cell, comparisons_section, condition_pruning_section,
                                       criteria_section, mean_wer, pruning_section, retrain_section,
                                       table)
 from neurosel.report.plots import plot_adaptation_losses, plot_pruning_curve, plot_wer_bars
-from neurosel.report.rejoin import other_rows, read_results
+from neurosel.report.rejoin import FINDINGS, dashboard_text, other_rows, read_results
 from neurosel.report.results import RETRAIN_EACH_KEY, Comparison, paper_comparisons, results_json, retrain_comparisons
 from neurosel.report.selection_section import HEADING as SELECTION_HEADING, KEY as SELECTION_KEY
 from neurosel.report.selection_section import selection_comparisons, selection_section
@@ -277,8 +277,8 @@ def build_report(workdir: str | Path, recipe: str, seed: int, command: str, repo
           f"git revision `{git_revision(Path(repo))}`, {environment()}. Seeds: {doc['seeds']}. "
           "Every number below is read from this run's files; WER in percent, mean ± std (number of seeds) "
           "where a system ran with several seeds.\n",
-          "## Claims dashboard\n", dashboard_section(rows), DASHBOARD_NOTE,
-          "## What the data say\n", "\n".join(f"- {v}" for v in findings) + "\n",
+          dashboard_text(rows),
+          FINDINGS, "\n".join(f"- {v}" for v in findings) + "\n",
           "## Baseline\n",
           table(["set", "WER"], [[t, cell(summary.get("baseline", {}).get(t))] for t in ["dev"] + test_sets]),
           f"## {CLAIM1_HEADING}\n",

@@ -78,10 +78,10 @@ def speed_clock(prune_info: dict) -> str:
                      for device, clock in where)
 
 
-def in_domain_after(entry: dict[str, dict[str, float | int]]) -> float | None:
+def mean_in_domain_after(entry: dict[str, dict[str, float | int]]) -> float | None:
     """Mean in-domain test WER of a system scored per condition (``test.<c>``: after adapting or
     pruning for ``c``), or None when it has none."""
-    after = [v["wer"] for t, v in entry.items() if t.startswith(layout.TEST + ".")]
+    after = [v["wer"] for t, v in entry.items() if layout.is_in_domain_after(t)]
     return float(np.mean(after)) if after else None
 
 
@@ -102,7 +102,7 @@ def retrain_section(summary: Summary, test_sets: list[str], each: dict[str, Comp
             continue
         m = mean_wer(summary, s, ood)
         cells = [cell(summary[s].get(t)) for t in test_sets]
-        after = in_domain_after(summary[s])
+        after = mean_in_domain_after(summary[s])
         if layout.TEST in test_sets and summary[s].get(layout.TEST) is None and after is not None:
             cells[test_sets.index(layout.TEST)] = f"{after:.2f} (mean of test.<c>)"
         c = each.get(s)

@@ -23,7 +23,8 @@ from neurosel.io import write_json, write_text
 from neurosel.report.claims import DASHBOARD_NOTE, ClaimRow, claim_rows, dashboard_section, rows_json
 
 DASHBOARD = "## Claims dashboard\n"
-NEXT = "\n## What the data say\n"
+FINDINGS = "## What the data say\n"  # the section stage 8 writes after the dashboard
+NEXT = "\n" + FINDINGS
 
 
 def sibling_results(results_md: Path, activations: tuple[str, ...]) -> dict[str, Path]:

@@ -193,7 +193,7 @@ def condition_prune_comparisons(systems: dict[str, SystemResults]) -> list[Compa
 
 def in_domain_after(system: SystemResults) -> list[str]:
     """The ``test.<c>`` sets of an adapted system: in-domain test after adapting to ``c``."""
-    return sorted(t for t in system.runs if t.startswith("test."))
+    return sorted(t for t in system.runs if layout.is_in_domain_after(t))
 
 
 def forgetting_comparisons(systems: dict[str, SystemResults], summary: dict, best: str | None,
